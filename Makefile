@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SGF := $(VENV)/bin/sgf-deploy
+# CPU installs pin torch==2.13.0: a local CPU wheel on these machines (an unpinned torch pulls a
+# multi-GB CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= .demo
+
+.PHONY: demo test install install-test clean-demo
+
+$(VENV)/.base:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e '.[torch]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e '.[torch,test,rtx]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+# The whole pipeline on the embedded default model and sample, in a scratch workspace.
+demo: $(VENV)/.installed
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && ../$(SGF) demo
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""Validation: parity of an engine against the PyTorch reference (metrics, statistics, gates)."""
