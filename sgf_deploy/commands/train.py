@@ -3,7 +3,9 @@ from __future__ import annotations
 import click
 
 from ..data.degrade import TASKS
-from ..data.simulator_names import PAIR_NAMES
+from ..data.simulator import PAIRS
+
+PAIR_NAMES = sorted(PAIRS)
 
 
 @click.command("train")
