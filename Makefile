@@ -30,10 +30,11 @@ install-test: $(VENV)/.installed-test
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-# The whole pipeline on the embedded default model and sample, in a scratch workspace.
+# The whole pipeline on the embedded default model and sample, in a scratch workspace: the same
+# commands a user types, chained with no paths (export/ -> engines/ -> reports/).
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	cd $(DEMO_DIR) && ../$(SGF) demo
+	cd $(DEMO_DIR) && $(abspath $(SGF)) sample
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "validate": "PSNR parity of engines against the PyTorch reference.",
     "run": "Reconstruct a target contrast guided by a reference contrast.",
     "bench": "Measure speed, memory and parity of every backend.",
-    "demo": "Run the whole pipeline on the embedded model and sample.",
+    "sample": "Write the embedded sample and score the PyTorch reference on it.",
 }
 
 

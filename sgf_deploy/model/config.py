@@ -19,7 +19,7 @@ class SGFConfig:
     bottleneck is ``len(channels) - 1``.
     """
 
-    channels: tuple[int, ...] = (16, 32, 48, 64)
+    channels: tuple[int, ...] = (32, 48, 64, 96)
     groups: int = 8
     squeeze_dim: int = 32
     attn_dim: int = 32

@@ -46,17 +46,24 @@ class TrainSettings:
     ref_tag: str = "T1"
     tar_tag: str = "T2"
     threads: int | None = None
+    pool: int = 512  # simulated slices generated once; each step crops from them (0 = simulate every example)
 
     def resolved_decay(self) -> int:
         return self.decay_every or max(1, int(self.steps * 0.4))
 
 
 class BatchSource:
-    """Normalised (reference, target, ground truth) crops for a training step."""
+    """Normalised (reference, target, ground truth) crops for a training step.
+
+    With the simulator, a pool of ``settings.pool`` whole slices (distinct subject/slice draws of
+    the train split) is simulated once; each step draws slices and crop positions from it. The
+    pool and every draw are functions of the seed, so batches stay a pure function of the step.
+    """
 
     def __init__(self, settings: TrainSettings) -> None:
         self.s = settings
         self._h5 = None
+        self._pool: list | None = None
         if settings.data != "sim":
             from ..data.fastmri_pairs import H5PairSource, find_pairs
 
@@ -71,6 +78,13 @@ class BatchSource:
     def example(self, rng: np.random.Generator):
         if self._h5 is not None:
             return next(self._h5)
+        if self.s.pool:
+            if self._pool is None:
+                self._pool = [self._simulate(np.random.default_rng([self.s.seed, 7919, i])) for i in range(self.s.pool)]
+            return self._pool[int(rng.integers(len(self._pool)))]
+        return self._simulate(rng)
+
+    def _simulate(self, rng: np.random.Generator):
         from ..data.simulator import make_example
 
         subject = int(rng.choice(self._subjects))
@@ -177,11 +191,11 @@ def train(
         done = step + 1
         if done % settings.val_every == 0 or done == settings.steps:
             last_val = evaluate_arrays(model, val_data)
-            history.append({"step": done, "loss": float(loss), **last_val})
-            msg = f"step {done}: loss {float(loss):.4f} val PSNR {last_val['psnr']:.2f} dB SSIM {last_val['ssim']:.4f}"
+            history.append({"step": done, "loss": loss.item(), **last_val})
+            msg = f"step {done}: loss {loss.item():.4f} val PSNR {last_val['psnr']:.2f} dB SSIM {last_val['ssim']:.4f}"
             bar.write(msg) if hasattr(bar, "write") else log(msg)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
 
     provenance = {
         "data": "simulator (MNI152 2009 tissue maps, nilearn)" if settings.data == "sim" else str(settings.data),
