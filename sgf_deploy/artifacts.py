@@ -50,12 +50,20 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, flag: str = "-
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp makes 0600; give the output the permissions a plain open() would
+            os.chmod(tmp, 0o666 & ~_umask())
         if not overwrite and path.exists():
             raise OutputExistsError(f"{path}: appeared while writing; pass {flag} to overwrite it")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:

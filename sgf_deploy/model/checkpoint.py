@@ -39,6 +39,9 @@ def save_checkpoint(
     if path.suffix not in SUFFIXES:
         raise CheckpointError(f"{path}: checkpoint must end in .pt or .safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Only JSON-plain values may enter the file, or weights_only=True loading would refuse it
+    # (numpy scalars, torch.__version__'s TorchVersion, paths ...).
+    provenance = json.loads(json.dumps(provenance, default=_plain))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -118,6 +121,12 @@ def model_from_state(state: dict[str, torch.Tensor], meta: dict[str, Any], sourc
         raise CheckpointError(f"{source}: weights do not match the checkpoint's config: " + "; ".join(parts))
     model.load_state_dict(state)
     return model
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return str(obj)
 
 
 def _few(keys: list[str]) -> str:

@@ -208,7 +208,7 @@ def train(
         "final_validation": last_val,
         "history": history,
         "train_seconds_this_run": round(time.time() - t0, 1),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "toolkit_version": __version__,
     }
     training_state = {

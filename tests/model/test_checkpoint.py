@@ -24,6 +24,16 @@ def test_round_trip(tmp_path, suffix):
     assert not loaded.training
 
 
+def test_provenance_is_stored_as_plain_values(tmp_path):
+    """numpy scalars and torch's TorchVersion must not make the file unloadable with weights_only."""
+    import numpy as np
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("lite"), {"torch": torch.__version__, "psnr": np.float64(31.5), "where": tmp_path})
+    _, meta = load_checkpoint(path)
+    assert meta["provenance"] == {"torch": str(torch.__version__), "psnr": 31.5, "where": str(tmp_path)}
+
+
 def test_refuses_overwrite(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, build_model("lite"), {})
