@@ -133,3 +133,17 @@ def _backward(ctx, grad_out):
 
 
 mcns.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _maybe_register_fused_kernel() -> None:
+    """Opt-in (SGF_MCNS_KERNEL=1): the fused CUDA kernel compiles and matches a CPU emulation of
+    its index arithmetic, but has not yet been run on a GPU, so it is not the default."""
+    import os
+
+    if os.environ.get("SGF_MCNS_KERNEL", "").strip() == "1":
+        from ..kernels.torch_cuda import register_cuda_kernel
+
+        register_cuda_kernel()
+
+
+_maybe_register_fused_kernel()

@@ -1,0 +1,123 @@
+"""torch.ops.sgf.mcns with the fused kernel: harmless without CUDA, wiring checked on the CPU,
+and (on a GPU machine only) the kernel against the eager composite, forward and backward."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sgf_deploy.kernels import torch_cuda
+from sgf_deploy.model.mcns import mcns_reference
+
+NO_GPU = "needs a CUDA GPU (none on this machine); run on a GPU machine: pytest tests/kernels"
+
+
+def _inputs(b, c, h, w, groups, *, device="cpu", dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ft = torch.randn((b, c, h, w), generator=g)
+    fr = torch.randn((b, c, h, w), generator=g)
+    st = torch.rand((b, groups, h, w), generator=g)
+    sr = torch.rand((b, groups, h, w), generator=g)
+    return [t.to(device=device, dtype=dtype) for t in (ft, fr, st, sr)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_registration_is_a_no_op_without_cuda():
+    assert torch_cuda.register_cuda_kernel() is False
+    assert torch_cuda.is_registered() is False
+    ft, fr, st, sr = _inputs(1, 8, 6, 5, 2)
+    torch.testing.assert_close(torch.ops.sgf.mcns(ft, fr, st, sr, 2, 1e-6), mcns_reference(ft, fr, st, sr, 2, 1e-6))
+
+
+def test_forced_registration_leaves_cpu_dispatch_alone():
+    """Registering the CUDA kernel on a CPU-only torch works and CPU calls still take the composite."""
+    code = (
+        "import torch\n"
+        "from sgf_deploy.kernels.torch_cuda import register_cuda_kernel, is_registered\n"
+        "from sgf_deploy.model.mcns import mcns_reference\n"
+        "assert register_cuda_kernel(force=True) and is_registered()\n"
+        "assert register_cuda_kernel(force=True)  # idempotent\n"
+        "x = [torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5), torch.rand(1, 2, 5, 5), torch.rand(1, 2, 5, 5)]\n"
+        "torch.testing.assert_close(torch.ops.sgf.mcns(*x, 2, 1e-6), mcns_reference(*x, 2, 1e-6))\n"
+        "y = [t.clone().requires_grad_() for t in x]\n"
+        "torch.ops.sgf.mcns(*y, 2, 1e-6).sum().backward()\n"
+        "assert all(t.grad is not None for t in y)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_disable_env(monkeypatch):
+    monkeypatch.setenv(torch_cuda.DISABLE_ENV, "0")
+    if not torch_cuda.is_registered():
+        assert torch_cuda.register_cuda_kernel() is False
+
+
+def test_fused_path_only_for_same_device_float32_or_float16():
+    ft, fr, st, sr = _inputs(1, 4, 3, 3, 2)
+    assert not torch_cuda.fused_path_supported(ft, fr, st, sr)  # CPU tensors
+    meta = [t.to("meta") for t in (ft, fr, st, sr)]
+    assert not torch_cuda.fused_path_supported(*meta)
+
+
+def test_unsupported_inputs_fall_back_to_the_composite():
+    ft, fr, st, sr = _inputs(2, 6, 4, 7, 3, dtype=torch.float64)
+    got = torch_cuda.mcns_cuda(ft, fr, st, sr, 3, 1e-6)
+    torch.testing.assert_close(got, mcns_reference(ft, fr, st, sr, 3, 1e-6))
+    with pytest.raises(ValueError, match="divisible"):
+        torch_cuda.mcns_cuda(ft, fr, st, sr, 4, 1e-6)
+
+
+@pytest.mark.parametrize("dtype,name", [(torch.float32, "float32"), (torch.float16, "float16")])
+def test_launch_arguments_wiring(dtype, name):
+    ft, fr, st, sr = _inputs(2, 8, 5, 7, 4, dtype=dtype)
+    out = torch.empty((2, 128, 5, 7), dtype=dtype)
+    args = torch_cuda.launch_arguments(ft, fr, st, sr, out, 4, 1e-5)
+    assert [args[k] for k in ("feat_tar", "feat_ref", "sal_tar", "sal_ref", "out")] == [
+        t.data_ptr() for t in (ft, fr, st, sr, out)
+    ]
+    assert (args["batch"], args["channels"], args["groups"], args["height"], args["width"]) == (2, 8, 4, 5, 7)
+    assert args["eps"] == pytest.approx(1e-5) and args["dtype"] == name
+
+
+# --------------------------------------------------------------------------------------------
+# GPU only: these are what a GPU session runs (they skip here).
+# --------------------------------------------------------------------------------------------
+
+GPU_CASES = [(1, 8, 5, 7, 2), (4, 16, 9, 11, 8), (1, 6, 1, 3, 3), (2, 64, 40, 40, 8), (4, 64, 33, 17, 8)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+@pytest.mark.parametrize("b,c,h,w,groups", GPU_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_kernel_matches_eager(b, c, h, w, groups, dtype):
+    assert torch_cuda.register_cuda_kernel()
+    x = _inputs(b, c, h, w, groups, device="cuda", dtype=dtype, seed=b + c + h + w)
+    got = torch.ops.sgf.mcns(*x, groups, 1e-6)
+    want = mcns_reference(*(t.float() for t in x), groups, 1e-6)
+    assert got.dtype == dtype and got.shape == (b, 32 * groups, h, w)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=0, atol=1e-3)
+    torch.testing.assert_close(got.float(), want, **tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+def test_gpu_backward_still_uses_the_composite():
+    assert torch_cuda.register_cuda_kernel()
+    x = [t.requires_grad_() for t in _inputs(2, 8, 6, 6, 2, device="cuda")]
+    y = [t.detach().clone().requires_grad_() for t in x]
+    torch.ops.sgf.mcns(*x, 2, 1e-6).square().sum().backward()
+    mcns_reference(*y, 2, 1e-6).square().sum().backward()
+    for a, b in zip(x, y):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+def test_gpu_non_contiguous_and_side_stream():
+    assert torch_cuda.register_cuda_kernel()
+    x = _inputs(2, 8, 12, 10, 2, device="cuda")
+    xt = [t.transpose(2, 3).contiguous().transpose(2, 3) for t in x]  # same values, other strides
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got = torch.ops.sgf.mcns(*xt, 2, 1e-6)
+    stream.synchronize()
+    torch.testing.assert_close(got, mcns_reference(*x, 2, 1e-6), rtol=1e-4, atol=1e-5)
