@@ -137,7 +137,11 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        text = str(exc)
+        if "Weights only load failed" not in text and "Unsupported" not in text:
+            first = text.strip().splitlines()[0] if text.strip() else "not a torch checkpoint"
+            raise CheckpointError(f"{path}: corrupt or not a torch checkpoint ({first[:160]})") from None
+        first = next((l.strip() for l in text.splitlines() if "Unsupported" in l), text.strip().splitlines()[0])
         raise CheckpointError(
             f"{path}: refused: contains pickled Python objects that are not plain tensors/containers "
             f"(loaded with weights_only=True; nothing was executed): {first[:160]}"
