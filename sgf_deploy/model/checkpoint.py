@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +145,7 @@ def _torch_load(path: Path) -> Any:
             f"{path}: refused: contains pickled Python objects that are not plain tensors/containers "
             f"(loaded with weights_only=True; nothing was executed): {first[:160]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # garbage bytes surface as IndexError, KeyError, EOFError, BadZipFile ...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({msg[:160]})") from None
 
