@@ -35,6 +35,14 @@ test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	cd $(DEMO_DIR) && $(abspath $(SGF)) sample
+	cd $(DEMO_DIR) && $(abspath $(SGF)) export
+	cd $(DEMO_DIR) && $(abspath $(SGF)) calibrate --n 32
+	cd $(DEMO_DIR) && $(abspath $(SGF)) build --fp32
+	cd $(DEMO_DIR) && $(abspath $(SGF)) build --fp16
+	cd $(DEMO_DIR) && $(abspath $(SGF)) build --int8
+	@# validate exits non-zero when an engine fails its gate; the demo shows every verdict and goes on
+	cd $(DEMO_DIR) && ($(abspath $(SGF)) validate --n 16 || echo "demo: at least one engine failed its parity gate (see $(DEMO_DIR)/reports/); run uses validated engines only")
+	cd $(DEMO_DIR) && $(abspath $(SGF)) run --ref t1.npy --target t2_us.npy --gt t2_gt.npy
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -1,0 +1,119 @@
+"""The PNG of the scaling study (matplotlib, Agg backend; imported only when a plot is asked for)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _series(rows: list[dict[str, Any]], key: str = "time_s") -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, dict):
+            v = v.get("median")
+        if v is not None and v > 0:
+            xs.append(r["pixels"] if "pixels" in r else r["size"] ** 2)
+            ys.append(v)
+    return xs, ys
+
+
+def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
+    """Four panels: MCNS time (power-law fits), memory (MCNS measured, cross-attention analytic
+    and measured), whole network vs its attention, attention share of the forward."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..artifacts import atomic_path
+
+    res = record["results"]
+    items = res["items"]
+    fits = res["fits"]
+    mach = record.get("machine", {})
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9.5))
+    ax = axes[0, 0]
+    for item, style in (("mcns/torch", "o-"), ("mcns/ort", "s-")):
+        xs, ys = _series(items.get(item, []))
+        if not xs:
+            continue
+        f = (fits.get(item) or {}).get("time")
+        label = f"{item}" + (f"  ~P^{f['exponent']:.2f}" if f else "")
+        ax.loglog(xs, np.array(ys) * 1e3, style, label=label)
+        if f:
+            px = np.array([min(xs), max(xs)], float)
+            ax.loglog(px, f["coefficient"] * px ** f["exponent"] * 1e3, "k:", lw=0.8)
+    xs, _ = _series(items.get("mcns/torch", []))
+    if xs:  # a slope-1 guide
+        px = np.array([min(xs), max(xs)], float)
+        y0 = _series(items["mcns/torch"])[1][0] * 1e3
+        ax.loglog(px, y0 * px / px[0], color="grey", lw=0.6, ls="--", label="slope 1 (linear)")
+    ax.set(title="MCNS alone (C=64, G=8, batch 1): time", xlabel="pixels P", ylabel="median ms")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+
+    ax = axes[0, 1]
+    for item, style in (("mcns/torch", "o-"), ("mcns/ort", "s-"), ("net/lite", "^-"), ("net/paper", "v-")):
+        xs, ys = _series(items.get(item, []), "memory_delta_mb")
+        if xs:
+            ax.loglog(xs, ys, style, label=f"{item} (measured, working memory)")
+    budget = record["settings"].get("mem_budget_gb")
+    for level, color in (("full", "tab:red"), ("half", "tab:purple")):
+        rows = res["xattn"][level]["rows"]
+        px = [r["size"] ** 2 for r in rows]
+        ax.loglog(px, [r["matrix_gb"] * 1024 for r in rows], "--", color=color,
+                  label=f"cross-attn {level}-res: one N×N matrix (analytic)")
+        mx = [(r["size"] ** 2, r["memory_delta_mb"]) for r in rows if r.get("memory_delta_mb")]
+        if mx:
+            ax.loglog(*zip(*mx), "x", color=color, ms=9, label=f"cross-attn {level}-res, math SDPA (measured)")
+    if budget:
+        ax.axhline(budget * 1024, color="k", lw=0.8, ls=":", label=f"run budget {budget:g} GB")
+    ax.set(title="Memory vs pixels", xlabel="pixels P", ylabel="MB")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+
+    ax = axes[1, 0]
+    for preset, color in (("lite", "tab:blue"), ("paper", "tab:orange")):
+        a = res["attention"].get(preset)
+        if not a or not a["per_size"]:
+            continue
+        px = [r["pixels"] for r in a["per_size"]]
+        ax.loglog(px, [r["net_s"] * 1e3 for r in a["per_size"]], "o-", color=color, label=f"{preset}: whole network")
+        ax.loglog(px, [max(r["attention_s"], 1e-9) * 1e3 for r in a["per_size"]], "x--", color=color,
+                  label=f"{preset}: SFA attention alone")
+        ax.loglog(px, [max(r["rest_s"], 1e-9) * 1e3 for r in a["per_size"]], ".:", color=color, label=f"{preset}: rest")
+    for level, color in (("full", "tab:red"), ("half", "tab:purple")):
+        pts = [(r["size"] ** 2, r["time_s"]["median"] * 1e3) for r in res["xattn"][level]["rows"]
+               if r.get("time_s", {}).get("median")]
+        if pts:
+            ax.loglog(*zip(*pts), "s-", color=color, label=f"MTrans-style cross-attn {level}-res (math)")
+    ax.set(title="Whole network vs its attention (torch eager, batch 1)", xlabel="pixels P", ylabel="median ms")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+
+    ax = axes[1, 1]
+    for preset, color in (("lite", "tab:blue"), ("paper", "tab:orange")):
+        a = res["attention"].get(preset)
+        if not a or not a["per_size"]:
+            continue
+        ax.semilogx([r["pixels"] for r in a["per_size"]], [100 * r["attention_share"] for r in a["per_size"]], "o-",
+                    color=color, label=f"{preset}" + (f" (capped at {a['capped_at']}²)" if a.get("capped_at") else ""))
+    ax.axhline(50, color="k", lw=0.8, ls=":", label="attention = rest")
+    ax.set(title="SFA attention share of the forward", xlabel="pixels P", ylabel="% of forward time", ylim=(0, 100))
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+
+    libs = mach.get("libraries", {})
+    fig.suptitle(f"SGF-MRI scaling on {mach.get('cpu')} ({mach.get('logical_cores')} cores, 2 threads); "
+                 f"torch {libs.get('torch')}, onnxruntime {libs.get('onnxruntime')}; load avg "
+                 f"{record.get('loadavg_start')} -> {record.get('loadavg_end')}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out

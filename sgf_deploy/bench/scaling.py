@@ -1,0 +1,482 @@
+"""Scaling study: time and memory of MCNS, of SFA's attention and of the whole network against the
+number of pixels, and the MTrans-style full cross-attention the paper argued against.
+
+What is measured (``run_scaling``), for square sizes S (default 128..512, P = S^2 pixels):
+
+* ``mcns/torch``: ``torch.ops.sgf.mcns`` eager on (1, C=64, S, S) features, G = 8;
+  ``mcns/ort``: the ``sgf::MCNS`` ONNX function body (``make_mcns_model``) run by ONNX Runtime
+  (CPU EP, function inlined). Both must grow linearly in P: a power law is fitted, its exponent
+  reported.
+* ``net/<preset>``: ``forward_core`` of a freshly initialised ``lite``/``paper`` network on one
+  (1,1,S,S) slice (speed does not depend on the weights). ``paper`` is capped (``paper_max``,
+  default 384): its full-attention MCSD at 1/2 scale is quadratic and costs seconds per slice on
+  2 CPU cores beyond that; the cap is recorded.
+* ``attn/<preset>/<scale>``: SFA's ``scaled_dot_product_attention`` alone (default kernel, as in
+  the network) at the token count of that MCSD scale, N = P / 4^scale, Q/K width ``attn_dim``, V
+  width ``channels[scale]``; "the rest" = net - sum of attention. Where attention takes over is
+  the first measured size with attention >= rest, and the crossover of the two power-law fits.
+* ``xattn/<full|half>``: a plain full cross-attention between the contrasts (MTrans-style: Q from
+  target features, K and V from reference features, width d = 64) at N = P (full resolution) or
+  P / 4 (1/2 scale) with the *math* SDPA kernel, which materialises the N x N matrix. Its memory
+  is computed analytically (N^2 x 4 bytes per matrix) at every size and measured only where the
+  estimated peak (2 matrices: scores and softmax) fits ``mem_budget_gb``; the rest are marked
+  ``exceeds_budget`` and not run.
+
+Timing: two persistent worker processes (torch, ONNX Runtime; 2 threads each), items interleaved
+round-robin with the order rotated every repeat, one warm-up call per item and size excluded,
+medians over ``repeat``. Memory: one fresh process per (item, size), peak RSS of one cold call
+above the RSS just before it (``/proc/self/clear_refs`` resets the high-water mark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import machine as M
+
+MODULE = "sgf_deploy.bench.scaling"
+DEFAULT_SIZES: tuple[int, ...] = (128, 192, 256, 320, 384, 448, 512)
+MCNS_CHANNELS = 64
+MCNS_GROUPS = 8
+MCNS_EPS = 1e-6
+XATTN_DIM = 64
+PAPER_MAX = 384
+MEM_BUDGET_GB = 6.0
+MATH_MATRICES = 2  # scores and softmax output live together in the math kernel
+OPSET = 21
+WARM_SIZE = 16  # tiny size of the memory probes' first call
+
+
+# ============================================================================ child-side kernels
+class _Kernels:
+    """Builds and runs one item at one size; everything cached per (item, size)."""
+
+    def __init__(self, backend: str, xattn_dim: int = XATTN_DIM) -> None:
+        self.backend = backend
+        self.xattn_dim = xattn_dim
+        self._cache: dict[tuple[str, int], Callable[[], Any]] = {}
+        self._models: dict[str, Any] = {}
+        if backend == "torch":
+            import torch
+
+            torch.set_num_threads(M.THREADS)
+            import sgf_deploy.model.mcns  # noqa: F401 - registers torch.ops.sgf.mcns
+        elif backend != "ort":
+            raise ValueError(f"unknown backend {backend}")
+
+    # ------------------------------------------------------------------ builders
+    def _mcns_inputs(self, size: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(size)
+        c, g = MCNS_CHANNELS, MCNS_GROUPS
+        feats = [rng.standard_normal((1, c, size, size), dtype=np.float32) for _ in range(2)]
+        sals = [rng.random((1, g, size, size), dtype=np.float32) for _ in range(2)]
+        return feats + sals
+
+    def _model(self, preset: str):
+        if preset not in self._models:
+            import torch
+
+            from ..model import build_model
+
+            torch.manual_seed(0)
+            self._models[preset] = build_model(preset).eval()
+        return self._models[preset]
+
+    def build(self, item: str, size: int) -> Callable[[], Any]:
+        key = (item, size)
+        if key in self._cache:
+            return self._cache[key]
+        parts = item.split("/")
+        if parts[0] == "mcns":
+            fn = self._build_mcns(size)
+        elif parts[0] == "net":
+            fn = self._build_net(parts[1], size)
+        elif parts[0] == "attn":
+            fn = self._build_attn(parts[1], int(parts[2]), size)
+        elif parts[0] == "xattn":
+            fn = self._build_xattn(parts[1], size)
+        else:
+            raise ValueError(f"unknown item {item}")
+        # keep the buffers of one size alive at a time (items of a size are interleaved)
+        self._cache = {k: v for k, v in self._cache.items() if k[1] == size}
+        self._cache[key] = fn
+        return fn
+
+    def _build_mcns(self, size: int) -> Callable[[], Any]:
+        arrays = self._mcns_inputs(size)
+        if self.backend == "ort":
+            import onnxruntime as ort
+
+            from ..export.mcns_function import INPUTS, make_mcns_model
+
+            model = make_mcns_model(OPSET, MCNS_GROUPS, MCNS_EPS, channels=MCNS_CHANNELS)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = M.THREADS
+            so.inter_op_num_threads = 1
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            feeds = dict(zip(INPUTS, arrays))
+            return lambda: sess.run(None, feeds)[0]
+        import torch
+
+        t = [torch.from_numpy(a) for a in arrays]
+
+        def run():
+            with torch.inference_mode():
+                return torch.ops.sgf.mcns(t[0], t[1], t[2], t[3], MCNS_GROUPS, MCNS_EPS)
+
+        return run
+
+    def _build_net(self, preset: str, size: int) -> Callable[[], Any]:
+        import torch
+
+        model = self._model(preset)
+        gen = torch.Generator().manual_seed(size)
+        ref, tar = torch.randn(1, 1, size, size, generator=gen), torch.randn(1, 1, size, size, generator=gen)
+
+        def run():
+            with torch.inference_mode():
+                return model.forward_core(ref, tar)
+
+        return run
+
+    def _build_attn(self, preset: str, scale: int, size: int) -> Callable[[], Any]:
+        import torch
+        import torch.nn.functional as F
+
+        from ..model.presets import get_preset
+
+        cfg = get_preset(preset)
+        n = (size >> scale) ** 2
+        gen = torch.Generator().manual_seed(size)
+        q = torch.randn(1, 1, n, cfg.attn_dim, generator=gen)
+        k = torch.randn(1, 1, n, cfg.attn_dim, generator=gen)
+        v = torch.randn(1, 1, n, cfg.channels[scale], generator=gen)
+
+        def run():
+            with torch.inference_mode():
+                return F.scaled_dot_product_attention(q, k, v)
+
+        return run
+
+    def _build_xattn(self, level: str, size: int) -> Callable[[], Any]:
+        import torch
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        n = xattn_tokens(level, size)
+        d = self.xattn_dim
+        gen = torch.Generator().manual_seed(size)
+        q = torch.randn(1, 1, n, d, generator=gen)  # from target features
+        kv = torch.randn(1, 1, n, d, generator=gen)  # from reference features (K = V projection input)
+        k, v = kv, kv.clone()
+
+        def run():
+            with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        return run
+
+    # ------------------------------------------------------------------ commands
+    def time_once(self, item: str, size: int, warmup: bool) -> float:
+        fn = self.build(item, size)
+        if warmup:
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+
+def xattn_tokens(level: str, size: int) -> int:
+    return size * size if level == "full" else (size // 2) ** 2
+
+
+def xattn_matrix_bytes(level: str, size: int) -> int:
+    n = xattn_tokens(level, size)
+    return n * n * 4
+
+
+def backend_of(item: str) -> str:
+    return "ort" if item.endswith("/ort") else "torch"
+
+
+def _worker_main(spec: dict[str, Any]) -> None:
+    kernels = _Kernels(spec["backend"], int(spec.get("xattn_dim", XATTN_DIM)))
+    seen: set[tuple[str, int]] = set()
+
+    def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+        item, size = cmd["item"], int(cmd["size"])
+        key = (item, size)
+        secs = kernels.time_once(item, size, warmup=key not in seen)
+        seen.add(key)
+        return {"seconds": secs}
+
+    M.serve(handle, {"backend": spec["backend"]})
+
+
+def _probe_main(spec: dict[str, Any]) -> None:
+    """One cold call in a fresh process: RSS before, peak during, seconds."""
+    kernels = _Kernels(backend_of(spec["item"]), int(spec.get("xattn_dim", XATTN_DIM)))
+    kernels.build(spec["item"], WARM_SIZE)()  # one-off lazy initialisation (thread pools, kernels) at a tiny size
+    fn = kernels.build(spec["item"], int(spec["size"]))
+    before = M.current_rss_mb()
+    reset = M.reset_peak_rss()
+    t0 = time.perf_counter()
+    out = fn()
+    secs = time.perf_counter() - t0
+    peak = M.peak_rss_mb()
+    del out
+    print(json.dumps({"rss_before_mb": before, "peak_rss_mb": peak, "delta_mb": (peak - before) if reset and before else None,
+                      "cold_seconds": secs, "peak_reset": reset}))
+
+
+# ================================================================================= parent side
+def plan_items(sizes: Sequence[int], paper_max: int, mem_budget_gb: float,
+               presets: Sequence[str] = ("lite", "paper"), xattn: bool = True) -> dict[int, list[str]]:
+    """Items to time at each size (paper capped, cross-attention only where it fits)."""
+    from ..model.presets import get_preset
+
+    plan: dict[int, list[str]] = {}
+    for s in sizes:
+        items = ["mcns/torch", "mcns/ort"]
+        for preset in presets:
+            if preset == "paper" and s > paper_max:
+                continue
+            if s % get_preset(preset).size_multiple:
+                continue
+            items.append(f"net/{preset}")
+            items += [f"attn/{preset}/{sc}" for sc in get_preset(preset).mcsd_scales]
+        if xattn:
+            for level in ("full", "half"):
+                if xattn_fits(level, s, mem_budget_gb):
+                    items.append(f"xattn/{level}")
+        plan[s] = items
+    return plan
+
+
+def xattn_fits(level: str, size: int, mem_budget_gb: float) -> bool:
+    return MATH_MATRICES * xattn_matrix_bytes(level, size) <= mem_budget_gb * 1024**3
+
+
+def run_scaling(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    repeat: int = 5,
+    *,
+    paper_max: int = PAPER_MAX,
+    mem_budget_gb: float = MEM_BUDGET_GB,
+    presets: Sequence[str] = ("lite", "paper"),
+    memory: bool = True,
+    xattn: bool = True,
+    echo: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run the study; returns the JSON-ready record (see the module docstring)."""
+    say = echo or (lambda _m: None)
+    sizes = sorted({int(s) for s in sizes})
+    record: dict[str, Any] = {
+        "study": "scaling",
+        "machine": M.machine_info(),
+        "loadavg_start": M.loadavg(),
+        "settings": {
+            "sizes": sizes, "repeat": repeat, "paper_max": paper_max, "mem_budget_gb": mem_budget_gb,
+            "presets": list(presets), "mcns": {"channels": MCNS_CHANNELS, "groups": MCNS_GROUPS, "batch": 1, "opset": OPSET},
+            "xattn": {"dim": XATTN_DIM, "kernel": "math (SDPBackend.MATH)", "peak_estimate": f"{MATH_MATRICES} x N^2 x 4 bytes"},
+            "timing": "persistent torch and ONNX Runtime worker processes, items round-robin with rotation, "
+                      "1 warm-up call per item/size excluded, median over repeats",
+            "memory": f"fresh process per item/size; after one call at {WARM_SIZE}x{WARM_SIZE} (lazy initialisation), "
+                      "peak RSS of the first call at the size minus RSS just before it",
+            "weights": "freshly initialised (speed does not depend on weights)",
+            "inputs": "random normal images / features (seeded)",
+        },
+    }
+    plan = plan_items(sizes, paper_max, mem_budget_gb, presets, xattn)
+    times: dict[str, dict[int, list[float]]] = {}
+    workers = {"torch": M.Worker(MODULE, {"backend": "torch", "name": "scaling-torch"}),
+               "ort": M.Worker(MODULE, {"backend": "ort", "name": "scaling-ort"})}
+    try:
+        for s in sizes:
+            items = plan[s]
+            say(f"[scaling] {s}x{s}: timing {len(items)} items x {repeat} repeats")
+            for rep in range(repeat):
+                for item in M.rotations(items, rep):
+                    reply = workers[backend_of(item)].call(item=item, size=s)
+                    times.setdefault(item, {}).setdefault(s, []).append(reply["seconds"])
+    finally:
+        for w in workers.values():
+            w.close()
+
+    mem: dict[str, dict[int, dict[str, Any]]] = {}
+    if memory:
+        for s in sizes:
+            for item in plan[s]:
+                if item.startswith("attn/"):
+                    continue  # part of net; its matrix is never materialised by the default kernel
+                res = M.run_probe(MODULE, {"item": item, "size": s})
+                mem.setdefault(item, {})[s] = res
+                say(f"[scaling] memory {item} {s}x{s}: " + (f"+{res['delta_mb']:.0f} MB (peak {res['peak_rss_mb']:.0f} MB)"
+                                                         if res.get("delta_mb") is not None else str(res.get("error"))))
+
+    record["results"] = analyse(sizes, times, mem, presets, paper_max, mem_budget_gb)
+    record["loadavg_end"] = M.loadavg()
+    return record
+
+
+def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem: dict[str, dict[int, dict[str, Any]]],
+            presets: Sequence[str], paper_max: int, mem_budget_gb: float) -> dict[str, Any]:
+    from ..model.presets import get_preset
+
+    def med(item: str, s: int) -> float | None:
+        vals = times.get(item, {}).get(s)
+        return float(np.median(vals)) if vals else None
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for item, per_size in times.items():
+        rows[item] = []
+        for s in sizes:
+            if s not in per_size:
+                continue
+            m = mem.get(item, {}).get(s, {})
+            rows[item].append({"size": s, "pixels": s * s, "time_s": M.summarize(per_size[s]),
+                               "memory_delta_mb": m.get("delta_mb"), "peak_rss_mb": m.get("peak_rss_mb"),
+                               "memory_error": m.get("error")})
+
+    fits: dict[str, Any] = {}
+    for item in ("mcns/torch", "mcns/ort"):
+        pts = [(s * s, med(item, s)) for s in sizes if med(item, s)]
+        fits[item] = {"time": M.power_law([p for p, _ in pts], [t for _, t in pts])}
+        mpts = [(s * s, mem.get(item, {}).get(s, {}).get("delta_mb")) for s in sizes]
+        fits[item]["memory"] = M.power_law([p for p, _ in mpts], [m for _, m in mpts])
+
+    attention: dict[str, Any] = {}
+    for preset in presets:
+        cfg = get_preset(preset)
+        per_size = []
+        for s in sizes:
+            net = med(f"net/{preset}", s)
+            if net is None:
+                continue
+            att = {sc: med(f"attn/{preset}/{sc}", s) for sc in cfg.mcsd_scales}
+            total = sum(v for v in att.values() if v is not None)
+            per_size.append({
+                "size": s, "pixels": s * s, "net_s": net, "attention_s": total, "rest_s": net - total,
+                "attention_share": total / net if net else None,
+                "tokens": {str(sc): (s >> sc) ** 2 for sc in cfg.mcsd_scales},
+                "attention_by_scale_s": {str(sc): v for sc, v in att.items()},
+            })
+        fit_att = M.power_law([r["pixels"] for r in per_size], [r["attention_s"] for r in per_size])
+        fit_rest = M.power_law([r["pixels"] for r in per_size], [r["rest_s"] for r in per_size if r["rest_s"] > 0]) \
+            if all(r["rest_s"] > 0 for r in per_size) else None
+        fit_net = M.power_law([r["pixels"] for r in per_size], [r["net_s"] for r in per_size])
+        measured = next((r["size"] for r in per_size if r["attention_s"] >= r["rest_s"]), None)
+        cross = M.crossover(fit_att, fit_rest)
+        attention[preset] = {
+            "mcsd_scales": list(cfg.mcsd_scales),
+            "per_size": per_size,
+            "fit_attention": fit_att, "fit_rest": fit_rest, "fit_net": fit_net,
+            "crossover_measured_size": measured,
+            "crossover_fit_pixels": cross,
+            "crossover_fit_side": math.sqrt(cross) if cross else None,
+            "capped_at": paper_max if preset == "paper" else None,
+        }
+
+    xattn: dict[str, Any] = {}
+    for level in ("full", "half"):
+        xrows = []
+        for s in sizes:
+            n = xattn_tokens(level, s)
+            row: dict[str, Any] = {"size": s, "tokens": n, "matrix_gb": xattn_matrix_bytes(level, s) / 1024**3,
+                                   "estimated_peak_gb": MATH_MATRICES * xattn_matrix_bytes(level, s) / 1024**3}
+            if xattn_fits(level, s, mem_budget_gb):
+                row["time_s"] = M.summarize(times.get(f"xattn/{level}", {}).get(s, []))
+                m = mem.get(f"xattn/{level}", {}).get(s, {})
+                row["memory_delta_mb"] = m.get("delta_mb")
+                row["memory_error"] = m.get("error")
+            else:
+                row["exceeds_budget"] = True
+                row["note"] = f"not run: estimated peak {row['estimated_peak_gb']:.1f} GB > budget {mem_budget_gb:g} GB"
+            xrows.append(row)
+        xattn[level] = {"rows": xrows, "fit_time": M.power_law(
+            [r["tokens"] for r in xrows if r.get("time_s", {}).get("median")],
+            [r["time_s"]["median"] for r in xrows if r.get("time_s", {}).get("median")])}
+
+    return {"items": rows, "fits": fits, "attention": attention, "xattn": xattn}
+
+
+# ===================================================================================== report
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    """Human-readable lines of the key figures (what the CLI and the script print)."""
+    res = record["results"]
+    out = [f"load average start {record.get('loadavg_start')} end {record.get('loadavg_end')}"]
+    for item in ("mcns/torch", "mcns/ort"):
+        f = res["fits"].get(item, {})
+        ft, fm = f.get("time"), f.get("memory")
+        if ft:
+            out.append(f"{item}: time ~ P^{ft['exponent']:.3f} (r2 {ft['r2']:.3f})"
+                       + (f", memory ~ P^{fm['exponent']:.3f} (r2 {fm['r2']:.3f})" if fm else ""))
+    out.append("size  " + "  ".join(f"{k:>12}" for k in ("mcns/torch", "mcns/ort", "net/lite", "net/paper")) + "   (median ms)")
+    items = res["items"]
+    for s in record["settings"]["sizes"]:
+        vals = []
+        for k in ("mcns/torch", "mcns/ort", "net/lite", "net/paper"):
+            row = next((r for r in items.get(k, []) if r["size"] == s), None)
+            vals.append(f"{row['time_s']['median'] * 1e3:12.1f}" if row and row["time_s"].get("median") else f"{'-':>12}")
+        out.append(f"{s:4d}  " + "  ".join(vals))
+    for preset, a in res["attention"].items():
+        shares = ", ".join(f"{r['size']}: {r['attention_share'] * 100:.0f}%" for r in a["per_size"] if r["attention_share"] is not None)
+        fa = a.get("fit_attention")
+        out.append(f"{preset}: attention share of the forward [{shares}]; attention ~ P^{fa['exponent']:.2f}" if fa else f"{preset}: -")
+        if a["crossover_measured_size"]:
+            out.append(f"{preset}: attention >= rest of the network from {a['crossover_measured_size']}^2 (measured)")
+        if a["crossover_fit_side"]:
+            out.append(f"{preset}: power-law crossover attention = rest at ~{a['crossover_fit_side']:.0f}^2 pixels (fit)")
+    for level, x in res["xattn"].items():
+        for r in x["rows"]:
+            if r.get("exceeds_budget"):
+                out.append(f"xattn/{level} {r['size']}: N={r['tokens']} matrix {r['matrix_gb']:.2f} GB -- {r['note']}")
+            else:
+                t = r.get("time_s", {}).get("median")
+                out.append(f"xattn/{level} {r['size']}: N={r['tokens']} matrix {r['matrix_gb']:.3f} GB, "
+                           f"measured +{r.get('memory_delta_mb') or float('nan'):.0f} MB, {t * 1e3 if t else float('nan'):.0f} ms")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="SGF-MRI scaling study (MCNS, attention, network, cross-attention)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)))
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--paper-max", type=int, default=PAPER_MAX)
+    parser.add_argument("--mem-budget-gb", type=float, default=MEM_BUDGET_GB)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker_main(json.loads(args.worker))
+        return 0
+    if args.probe:
+        _probe_main(json.loads(args.probe))
+        return 0
+    record = run_scaling([int(s) for s in args.sizes.split(",")], args.repeat, paper_max=args.paper_max,
+                         mem_budget_gb=args.mem_budget_gb)
+    for line in summary_lines(record):
+        print(line)
+    if args.json:
+        from ..artifacts import write_json_atomic
+
+        write_json_atomic(args.json, record, overwrite=True)
+    if args.plot:
+        from .plot import plot_scaling
+
+        plot_scaling(record, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

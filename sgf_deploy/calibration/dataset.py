@@ -1,0 +1,373 @@
+"""INT8 calibration sets: normalised, padded (reference, target) pairs on disk.
+
+Layout of ``calibration/<set>/``::
+
+    manifest.json      format, source, n, shapes, sha256 of every file, the pre-processing convention
+    0000.npz ...       one pair each: ``reference``, ``target`` float32 (Hp, Wp), normalised per
+                       instance and edge-padded bottom/right to a multiple of 8 (exactly what the
+                       engine sees, ARCHITECTURE.md); ``mean``, ``std`` (float64 scalars) of the
+                       target, for reference
+
+Plain arrays only: every file is read with ``allow_pickle=False`` and checked against the
+manifest's sha256 before use.
+
+Sources
+    ``sim``  the project's simulator, **train** split (never the test split that validation and
+             build-time parity score on), ``pair``/``task``/``seed`` as given.
+    ``DIR``  a folder of paired volumes readable by ``sgf_deploy.data.readers.read_volume``
+             (.npy, NIfTI, DICOM series folders, fastMRI/M4Raw HDF5):
+             * ``pairs.csv`` with a header ``reference,target`` and one pair of paths (relative to
+               DIR) per row, if present; otherwise
+             * every ``<stem>_ref.<ext>`` with the ``<stem>_target.<ext>`` of the same stem
+               (``.npy``, ``.nii``, ``.nii.gz``, ``.h5``, ``.hdf5``, ``.dcm``; folders ``<stem>_ref/``
+               and ``<stem>_target/`` as DICOM series).
+             Slices are drawn evenly over all pairs (seeded); slices whose target or reference is
+             constant (empty edge slices) are skipped, since per-instance normalisation is
+             undefined there.
+
+No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .. import __version__
+from ..artifacts import sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
+from ..errors import InputError, OutputExistsError
+
+FORMAT = "sgf-deploy-calibration"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_DIR = Path("calibration")
+SIZE_MULTIPLE = 8
+MAX_N = 4096
+_PAIR_SUFFIXES = (".npy", ".nii.gz", ".nii", ".h5", ".hdf5", ".dcm", "")
+
+
+def convention(size_multiple: int = SIZE_MULTIPLE) -> dict[str, Any]:
+    """The pre-processing every file of a set went through (same as the runtime's)."""
+    return {
+        "normalization": "per-instance (x - mean) / (std + 1e-11), std with ddof=1, float64 statistics; "
+                         "reference and target each by their own statistics",
+        "pad": {"mode": "edge", "sides": "bottom,right", "multiple": int(size_multiple)},
+        "arrays": {"reference": "float32 (Hp, Wp)", "target": "float32 (Hp, Wp)",
+                   "mean": "float64 () target mean", "std": "float64 () target std"},
+        "engine_input": "each array as (1, 1, Hp, Wp)",
+    }
+
+
+def default_set_name(source: str, n: int, pair: str, task: str) -> str:
+    if source == "sim":
+        return f"{pair}-{task}-sim-n{n}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).resolve().name) or "data"
+    return f"{stem}-n{n}"
+
+
+def preprocess_pair(reference: np.ndarray, target: np.ndarray, size_multiple: int = SIZE_MULTIPLE
+                    ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """One (H, W) pair -> normalised, edge-padded float32 arrays and the target's mean/std."""
+    from ..data.degrade import normalize_instance
+
+    ref_n, _, _ = normalize_instance(np.asarray(reference, np.float32))
+    tar_n, mean, std = normalize_instance(np.asarray(target, np.float32))
+    h, w = tar_n.shape
+    pad = ((0, (-h) % size_multiple), (0, (-w) % size_multiple))
+    if pad[0][1] or pad[1][1]:
+        ref_n = np.pad(ref_n, pad, mode="edge")
+        tar_n = np.pad(tar_n, pad, mode="edge")
+    return np.ascontiguousarray(ref_n, np.float32), np.ascontiguousarray(tar_n, np.float32), mean, std
+
+
+def _usable(ref: np.ndarray, tar: np.ndarray) -> bool:
+    return bool(np.isfinite(ref).all() and np.isfinite(tar).all() and np.ptp(ref) > 0 and np.ptp(tar) > 0)
+
+
+# ----------------------------------------------------------------------------------- sources
+def _from_sim(n: int, pair: str, task: str, seed: int) -> tuple[Iterable[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    from ..data.simulator import simulate
+
+    sim = simulate(pair, task, "train", n, seed)
+    pairs = [(sim["reference"][i], sim["target"][i]) for i in range(n)]
+    return pairs, {"kind": "simulator", "split": "train", "pair": pair, "task": task, "seed": int(seed)}
+
+
+def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(reference, target) paths of ``folder``: ``pairs.csv`` if present, else ``*_ref.*`` /
+    ``*_target.*`` of the same stem."""
+    csv_path = folder / "pairs.csv"
+    if csv_path.is_file():
+        pairs = []
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        if not rows or [c.strip().lower() for c in rows[0][:2]] != ["reference", "target"]:
+            raise InputError(f"{csv_path}: the first row must be the header 'reference,target'")
+        for i, row in enumerate(rows[1:], start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < 2:
+                raise InputError(f"{csv_path}: row {i} needs two paths (reference,target)")
+            ref, tar = (folder / row[0].strip(), folder / row[1].strip())
+            for p in (ref, tar):
+                if not p.exists():
+                    raise InputError(f"{csv_path}: row {i}: {p} does not exist")
+            pairs.append((ref, tar))
+        if not pairs:
+            raise InputError(f"{csv_path}: lists no pairs")
+        return pairs
+    pairs = []
+    for ref in sorted(folder.iterdir()):
+        name = ref.name
+        for suffix in _PAIR_SUFFIXES:
+            marker = "_ref" + suffix
+            if name.endswith(marker) and (suffix or ref.is_dir()):
+                tar = ref.with_name(name[: -len(marker)] + "_target" + suffix)
+                if tar.exists():
+                    pairs.append((ref, tar))
+                break
+    if not pairs:
+        raise InputError(
+            f"{folder}: no calibration pairs found: expected pairs.csv (header reference,target) or files "
+            "named <stem>_ref.<ext> with <stem>_target.<ext> (.npy, .nii, .nii.gz, .h5, .dcm)"
+        )
+    return pairs
+
+
+def _from_dir(folder: Path, n: int, seed: int) -> tuple[Iterable[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    from ..data.readers import read_volume
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: calibration source is neither 'sim' nor a folder")
+    pairs = find_pairs(folder)
+    volumes = []
+    for ref_path, tar_path in pairs:
+        ref = read_volume(ref_path, role="reference").data
+        tar = read_volume(tar_path, role="target").data
+        if ref.shape != tar.shape:
+            raise InputError(f"{ref_path} and {tar_path}: reference {ref.shape} and target {tar.shape} differ in shape")
+        volumes.append((ref_path, tar_path, ref, tar))
+    index = [(v, s) for v, (_, _, ref, tar) in enumerate(volumes) for s in range(len(tar)) if _usable(ref[s], tar[s])]
+    if not index:
+        raise InputError(f"{folder}: no usable slices (every slice is constant or non-finite)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(index))[: min(n, len(index))]
+    chosen = sorted(index[i] for i in order)
+    out = [(volumes[v][2][s], volumes[v][3][s]) for v, s in chosen]
+    detail = {
+        "kind": "folder",
+        "folder": str(folder.resolve()),
+        "pairs": [[str(r.relative_to(folder)), str(t.relative_to(folder))] for r, t, _, _ in volumes],
+        "slices": [[int(v), int(s)] for v, s in chosen],
+        "seed": int(seed),
+        "available_slices": len(index),
+    }
+    return out, detail
+
+
+# ------------------------------------------------------------------------------------ writing
+def write_calibration_set(
+    source: str | os.PathLike = "sim",
+    n: int = 64,
+    out: str | os.PathLike | None = None,
+    *,
+    pair: str = "t1-t2",
+    task: str = "recon4x",
+    seed: int = 0,
+    overwrite: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """Write a calibration set (see the module docstring); returns its folder.
+
+    ``source`` is ``"sim"`` or a folder of paired volumes. ``out`` defaults to
+    ``calibration/<pair>-<task>-sim-n<N>`` (``calibration/<folder name>-n<N>`` for a folder).
+    The set is assembled in a temporary folder beside ``out`` and renamed into place at the end."""
+    n = int(n)
+    if not 1 <= n <= MAX_N:
+        raise InputError(f"--n must be between 1 and {MAX_N}, got {n}")
+    src = str(source)
+    out = Path(out) if out is not None else DEFAULT_DIR / default_set_name(src, n, pair, task)
+    if out.exists():
+        if not overwrite:
+            raise OutputExistsError(f"{out}: already exists; pass --force to overwrite it")
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
+            raise OutputExistsError(f"{out}: exists and is not a calibration set; refusing to overwrite it")
+    if echo:
+        echo(f"calibration set from {'the simulator (train split)' if src == 'sim' else src}: {n} pairs -> {out}")
+    if src == "sim":
+        pairs, detail = _from_sim(n, pair, task, seed)
+    else:
+        pairs, detail = _from_dir(Path(src), n, seed)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        files: dict[str, str] = {}
+        shapes: dict[str, int] = {}
+        skipped = 0
+        for ref, tar in pairs:
+            if not _usable(np.asarray(ref), np.asarray(tar)):
+                skipped += 1
+                continue
+            ref_p, tar_p, mean, std = preprocess_pair(ref, tar)
+            name = f"{len(files):04d}.npz"
+            buffer = io.BytesIO()
+            np.savez(buffer, reference=ref_p, target=tar_p, mean=np.float64(mean), std=np.float64(std))
+            data = buffer.getvalue()
+            write_bytes_atomic(work / name, data)
+            files[name] = sha256_bytes(data)
+            key = "x".join(map(str, tar_p.shape))
+            shapes[key] = shapes.get(key, 0) + 1
+        if not files:
+            raise InputError(f"{src}: no usable calibration pairs (all constant or non-finite)")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "toolkit_version": __version__,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": "sim" if src == "sim" else str(Path(src).resolve()),
+            "source_detail": detail,
+            "n": len(files),
+            "requested_n": n,
+            "skipped_constant_slices": skipped,
+            "shapes": shapes,
+            "size_multiple": SIZE_MULTIPLE,
+            "convention": convention(),
+            "files": files,
+        }
+        write_json_atomic(work / MANIFEST, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    if echo:
+        echo(f"wrote {out}: {len(files)} pairs ({', '.join(f'{k} x{v}' for k, v in shapes.items())}), manifest.json with sha256 of each")
+    return out
+
+
+# ------------------------------------------------------------------------------------ reading
+class CalibrationSet:
+    """A calibration set on disk, checked against its manifest when opened."""
+
+    def __init__(self, folder: str | os.PathLike, verify: bool = True) -> None:
+        self.folder = Path(folder)
+        manifest_file = self.folder / MANIFEST
+        if not manifest_file.is_file():
+            raise InputError(
+                f"{self.folder}: not a calibration set (no {MANIFEST}); make one with: sgf-deploy calibrate --from sim --n 64"
+            )
+        try:
+            self.manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{manifest_file}: unreadable calibration manifest ({str(exc)[:120]})") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            raise InputError(f"{manifest_file}: not an sgf-deploy calibration manifest")
+        files = self.manifest.get("files")
+        if not isinstance(files, dict) or not files:
+            raise InputError(f"{manifest_file}: lists no files")
+        self.files = sorted(files)
+        for name in self.files:
+            if Path(name).name != name or not name.endswith(".npz"):
+                raise InputError(f"{manifest_file}: bad file name {name!r}")
+            path = self.folder / name
+            if not path.is_file():
+                raise InputError(f"{path}: listed in the calibration manifest but missing")
+            if verify and sha256_file(path) != files[name]:
+                raise InputError(f"{path}: sha256 does not match the calibration manifest (file changed or corrupt)")
+        self.manifest_sha256 = sha256_file(manifest_file)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(reference, target) float32 (Hp, Wp) of pair ``index``, checked."""
+        path = self.folder / self.files[index]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ref = np.asarray(data["reference"])
+                tar = np.asarray(data["target"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: unreadable calibration pair ({str(exc)[:120]})") from None
+        if ref.dtype != np.float32 or tar.dtype != np.float32 or ref.ndim != 2 or ref.shape != tar.shape:
+            raise InputError(f"{path}: expected two float32 (H, W) arrays of one shape; got {ref.dtype} {ref.shape}, {tar.dtype} {tar.shape}")
+        if not (np.isfinite(ref).all() and np.isfinite(tar).all()):
+            raise InputError(f"{path}: non-finite values in a calibration pair")
+        return ref, tar
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.folder),
+            "manifest_sha256": self.manifest_sha256,
+            "n": len(self),
+            "source": self.manifest.get("source"),
+            "source_detail": {k: v for k, v in (self.manifest.get("source_detail") or {}).items() if k not in ("slices",)},
+            "shapes": self.manifest.get("shapes"),
+        }
+
+
+def fit_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre-crop and/or edge-pad (bottom/right) a padded (H, W) array to ``shape``: used when an
+    engine's input is fixed at a size the calibration set was not made at."""
+    h, w = image.shape
+    th, tw = shape
+    if h > th:
+        top = (h - th) // 2
+        image = image[top : top + th]
+    if w > tw:
+        left = (w - tw) // 2
+        image = image[:, left : left + tw]
+    h, w = image.shape
+    if h < th or w < tw:
+        image = np.pad(image, ((0, th - h), (0, tw - w)), mode="edge")
+    return np.ascontiguousarray(image, np.float32)
+
+
+def list_calibration_sets(folder: str | os.PathLike = DEFAULT_DIR) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def calibrate_command_hint(pair: str | None = None, task: str | None = None, n: int = 64) -> str:
+    """The exact command that makes a calibration set for a model of ``pair``/``task``."""
+    parts = ["sgf-deploy calibrate --from sim"]
+    if pair:
+        parts.append(f"--pair {pair}")
+    if task:
+        parts.append(f"--task {task}")
+    parts.append(f"--n {n}")
+    return " ".join(parts)
+
+
+def find_calibration_set(calib: str | os.PathLike | None, *, folder: str | os.PathLike = DEFAULT_DIR,
+                         pair: str | None = None, task: str | None = None) -> Path:
+    """The calibration set to use: ``calib`` if given, else the only set in ``folder``. Errors say
+    how to make one (the exact ``sgf-deploy calibrate`` command) or how to choose."""
+    if calib is not None:
+        path = Path(calib)
+        if not path.is_dir():
+            raise InputError(f"{path}: calibration set not found; make one with: {calibrate_command_hint(pair, task)} --out {path}")
+        return path
+    sets = list_calibration_sets(folder)
+    if not sets:
+        raise InputError(
+            f"INT8 needs a calibration set and {folder}/ has none (scales are never guessed); make one with: "
+            f"{calibrate_command_hint(pair, task)}   (or pass --calib DIR)"
+        )
+    if len(sets) > 1:
+        raise InputError(f"{folder}/ holds {len(sets)} calibration sets ({', '.join(p.name for p in sets)}); choose one with --calib")
+    return sets[0]

@@ -1,0 +1,45 @@
+"""``sgf-deploy build``: exported ONNX -> FP32/FP16/INT8 engine + manifest (parse and call)."""
+from __future__ import annotations
+
+import click
+
+from ..engines.identity import BACKEND_CHOICES
+
+
+@click.command("build")
+@click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
+              help="exported model [the single .onnx in export/]")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKEND_CHOICES),
+              help="auto: TensorRT if installed and a GPU is present, else ONNX Runtime")
+@click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine (MCNS, normalisation, attention, output head kept FP32)")
+@click.option("--int8", "precision", flag_value="int8", help="INT8 engine (explicit Q/DQ; needs a calibration set)")
+@click.option("--calib", default=None, type=click.Path(file_okay=False),
+              help="calibration set for --int8 [the only set in calibration/]")
+@click.option("--calib-method", default="entropy", show_default=True, type=click.Choice(["entropy", "max", "percentile"]))
+@click.option("--quantizer", default="ort", show_default=True, type=click.Choice(["ort", "modelopt"]),
+              help="INT8 quantizer: ONNX Runtime quantize_static, or NVIDIA ModelOpt if installed")
+@click.option("--shapes", default=None, metavar="MIN:OPT:MAX",
+              help="optimisation profile, e.g. 1x1x64x64:1x1x320x320:4x1x512x512, or one shape (static)")
+@click.option("--keep-fp32", default=None, metavar="PATTERNS",
+              help="nodes kept in FP32: @mcns,@norm,@attention,@head,@default or globs on node names "
+                   "[FP16: @mcns,@norm,@attention,@head; INT8: @mcns,@attention,@head]")
+@click.option("--exclude", default=None, metavar="PATTERNS", help="more nodes left unquantized (INT8), same syntax")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime CPU threads (build, parity, and the engine's default)")
+@click.option("--mcns", default="function", show_default=True, type=click.Choice(["function", "plugin"]),
+              help="how MCNS runs: the ONNX function (standard ops) or a registered fused plugin")
+@click.option("--targets", default=None, metavar="SMS", help="TensorRT-RTX compute capabilities, e.g. sm86,sm89 [library default]")
+@click.option("--parity", default=4, show_default=True, type=click.IntRange(min=0),
+              help="held-out simulated slices for the build-time PSNR vs PyTorch (0: skip)")
+@click.option("--out", "out_dir", default="engines", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="overwrite an existing engine of the same name")
+def command(onnx_path, backend, precision, calib, calib_method, quantizer, shapes, keep_fp32, exclude, threads,
+            mcns, targets, parity, out_dir, force) -> None:
+    """Build an engine from the exported ONNX file and print its build-time parity."""
+    if precision is None:
+        raise click.UsageError("choose a precision: --fp32, --fp16 or --int8")
+    from ..engines.build import build_engine
+
+    build_engine(onnx_path, backend=backend, precision=precision, calib=calib, shapes=shapes, out_dir=out_dir,
+                 overwrite=force, keep_fp32=keep_fp32, exclude=exclude, calib_method=calib_method, mcns=mcns,
+                 threads=threads, quantizer=quantizer, targets=targets, parity=parity, echo=click.echo)
