@@ -677,7 +677,9 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     for key, res in record.get("results", {}).items():
         lines.append(f"-- {res['size']}x{res['size']} batch {res['batch']} --  backend: p50/p95 ms/slice, slices/s, x pytorch "
                      "(paired median), peak RSS MB, start-up s")
-        for name, row in res["backends"].items():
+        order = [b["name"] for b in record.get("backends", []) if b["name"] in res["backends"]]
+        for name in order + [n for n in res["backends"] if n not in order]:
+            row = res["backends"][name]
             if "skipped" in row:
                 lines.append(f"  {name:14s} skipped: {row['skipped']}")
                 continue
@@ -706,6 +708,66 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def markdown(record: dict[str, Any]) -> str:
+    """README tables rendered from a recorded JSON (so the README carries exactly the recorded numbers)."""
+    out = []
+    ck = record.get("checkpoint", {})
+    m = record["machine"]
+    out.append(f"Machine: {m['cpu']}, {m['logical_cores']} logical cores ({', '.join(m.get('cpu_flags', []))}), "
+               f"{m.get('memory_gb')} GB; {m['os']}; Python {m['python']}; "
+               + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v) + f". Threads: torch 2, ORT intra-op 2 / inter-op 1; "
+               f"child env {m.get('child_environment')}. Load average at start {record.get('loadavg_start')}, "
+               f"at end {record.get('loadavg_end')}. Recorded {m.get('recorded_at')}.")
+    out.append("")
+    out.append(f"Checkpoint: `{Path(str(ck.get('path'))).name}` ({ck.get('source')}; "
+               f"{'trained, ' + str(ck.get('steps')) + ' steps' if ck.get('trained') else 'UNTRAINED'}; sha256 `{str(ck.get('sha256'))[:12]}`).")
+    out.append("")
+    for key, res in record.get("results", {}).items():
+        out.append(f"**{res['size']}x{res['size']}, batch {res['batch']}**")
+        out.append("")
+        out.append("| backend | p50 ms/slice | p95 ms/slice | slices/s (32-stack) | x PyTorch (ratio of medians) | paired median [min, max] | peak RSS MB | start-up s (median) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        order = [b["name"] for b in record.get("backends", []) if b["name"] in res["backends"]]
+        for name in order + [n for n in res["backends"] if n not in order]:
+            row = res["backends"][name]
+            if "skipped" in row:
+                out.append(f"| {name} | skipped: {row['skipped']} |||||||")
+                continue
+            lat = row["latency_ms_per_slice"]
+            rng = row.get("ratio_vs_pytorch_paired_range") or [float("nan")] * 2
+            st = (row.get("startup_s") or {}).get("median")
+            out.append(f"| {name} | {lat['p50']:.1f} | {lat['p95']:.1f} | {row['throughput_slices_per_s']:.2f} | "
+                       f"{row['ratio_vs_pytorch']:.2f} | {row['ratio_vs_pytorch_paired_median']:.2f} [{rng[0]:.2f}, {rng[1]:.2f}] | "
+                       f"{row['peak_rss_mb']:.0f} | {st if st is None else format(st, '.2f')} |")
+        out.append("")
+    if record.get("parity"):
+        out.append("| engine | worst-slice PSNR(engine, PyTorch) dB | mean | mean dPSNR vs GT dB [95% CI] | gate (min dB / max abs dPSNR) | verdict |")
+        out.append("|---|---:|---:|---:|---|---|")
+        for name, par in record["parity"].items():
+            pe, d, g = par["psnr_engine_vs_pytorch_db"], par["delta_psnr_vs_gt_db"], par["gate"]
+            ci = d.get("ci95") or [None, None]
+            fmt = lambda x, f=".2f": "n/a" if x is None else format(x, f)  # noqa: E731
+            out.append(f"| {name} | {fmt(pe['min'])} | {fmt(pe['mean'])} | {fmt(d['mean'], '+.4f')} [{fmt(ci[0], '+.4f')}, {fmt(ci[1], '+.4f')}] | "
+                       f"{g['precision']}: {g['min_parity_psnr_db']:g} / {g['max_abs_delta_psnr_db']:g} | {g['verdict']} |")
+        out.append("")
+    bar = record.get("bar") or {}
+    if bar.get("checks"):
+        out.append("| bar check | value | need | result |")
+        out.append("|---|---:|---:|---|")
+        for c in bar["checks"]:
+            verdict = "pass" if c["pass"] else ("FAIL (short by %.3f)" % c["shortfall"] if c.get("shortfall") else "FAIL")
+            out.append(f"| {c['what']} | {c['value']:.3f} | {c['need']} | {verdict} |")
+        out.append("")
+    for name, prof in (record.get("profiles") or {}).items():
+        rows = prof.get("by_op_type") or []
+        if not rows:
+            continue
+        out.append(f"Profile {name} at {prof.get('size')}x{prof.get('size')} batch {prof.get('batch')} ({prof.get('tool')}): "
+                   + ", ".join(f"{r['op']} {r['ms_per_run']:.1f} ms ({r['share'] * 100:.0f}%)" for r in rows[:8]))
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SGF-MRI backend comparison (speed, memory, start-up, parity)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -722,7 +784,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", default=None, metavar="JSON", help="print README tables of a recorded JSON and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     if args.worker:
         _worker_main(json.loads(args.worker))
         return 0

@@ -98,8 +98,8 @@ class _Kernels:
             fn = self._build_mcns(size)
         elif parts[0] == "net":
             fn = self._build_net(parts[1], size)
-        elif parts[0] == "attn":
-            fn = self._build_attn(parts[1], int(parts[2]), size)
+        elif parts[0] in ("attn", "attnc"):
+            fn = self._build_attn(parts[1], int(parts[2]), size, contiguous=parts[0] == "attnc")
         elif parts[0] == "xattn":
             fn = self._build_xattn(parts[1], size)
         else:
@@ -121,6 +121,8 @@ class _Kernels:
             so.intra_op_num_threads = M.THREADS
             so.inter_op_num_threads = 1
             so.log_severity_level = 3
+            # no busy-waiting: the study records CPU time, which spinning threads would inflate
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
             feeds = dict(zip(INPUTS, arrays))
             return lambda: sess.run(None, feeds)[0]
@@ -147,7 +149,11 @@ class _Kernels:
 
         return run
 
-    def _build_attn(self, preset: str, scale: int, size: int) -> Callable[[], Any]:
+    def _build_attn(self, preset: str, scale: int, size: int, contiguous: bool = False) -> Callable[[], Any]:
+        """SFA's SDPA call alone. ``contiguous=False``: Q, K, V laid out exactly as SFA makes them
+        (``conv(x).flatten(2).transpose(1, 2).unsqueeze(1)``: last-dim stride N), for which torch
+        2.13's CPU dispatcher picks the *math* kernel (N x N matrices); ``contiguous=True``: the same
+        values made contiguous, for which it picks the fused flash kernel (no N x N matrix)."""
         import torch
         import torch.nn.functional as F
 
@@ -156,9 +162,12 @@ class _Kernels:
         cfg = get_preset(preset)
         n = (size >> scale) ** 2
         gen = torch.Generator().manual_seed(size)
-        q = torch.randn(1, 1, n, cfg.attn_dim, generator=gen)
-        k = torch.randn(1, 1, n, cfg.attn_dim, generator=gen)
-        v = torch.randn(1, 1, n, cfg.channels[scale], generator=gen)
+
+        def layout(width: int) -> torch.Tensor:
+            t = torch.randn(1, width, n, generator=gen).transpose(1, 2).unsqueeze(1)  # (1, 1, N, width)
+            return t.contiguous() if contiguous else t
+
+        q, k, v = layout(cfg.attn_dim), layout(cfg.attn_dim), layout(cfg.channels[scale])
 
         def run():
             with torch.inference_mode():
@@ -185,13 +194,14 @@ class _Kernels:
         return run
 
     # ------------------------------------------------------------------ commands
-    def time_once(self, item: str, size: int, warmup: bool) -> float:
+    def time_once(self, item: str, size: int, warmup: bool) -> tuple[float, float]:
+        """(wall seconds, process CPU seconds over all threads) of one call."""
         fn = self.build(item, size)
         if warmup:
             fn()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def xattn_tokens(level: str, size: int) -> int:
@@ -214,9 +224,9 @@ def _worker_main(spec: dict[str, Any]) -> None:
     def handle(cmd: dict[str, Any]) -> dict[str, Any]:
         item, size = cmd["item"], int(cmd["size"])
         key = (item, size)
-        secs = kernels.time_once(item, size, warmup=key not in seen)
+        secs, cpu = kernels.time_once(item, size, warmup=key not in seen)
         seen.add(key)
-        return {"seconds": secs}
+        return {"seconds": secs, "cpu_seconds": cpu}
 
     M.serve(handle, {"backend": spec["backend"]})
 
@@ -446,6 +456,67 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return out
 
 
+def markdown(record: dict[str, Any]) -> str:
+    """README tables rendered from a recorded JSON."""
+    res = record["results"]
+    m = record["machine"]
+    out = [f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m.get('memory_gb')} GB; "
+           + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+           + f"; threads 2 (child env {m.get('child_environment')}); load average start {record.get('loadavg_start')}, "
+           f"end {record.get('loadavg_end')}; recorded {m.get('recorded_at')}.", ""]
+    items = res["items"]
+    cols = ["mcns/torch", "mcns/ort", "net/lite", "net/paper"]
+    out.append("| size | pixels | " + " | ".join(f"{c} ms (median)" for c in cols) + " | " + " | ".join(f"{c} +MB" for c in cols) + " |")
+    out.append("|---:|---:|" + "---:|" * (2 * len(cols)))
+    for s in record["settings"]["sizes"]:
+        t, mm = [], []
+        for c in cols:
+            row = next((r for r in items.get(c, []) if r["size"] == s), None)
+            t.append(f"{row['time_s']['median'] * 1e3:.1f}" if row and row["time_s"].get("median") else "-")
+            mm.append(f"{row['memory_delta_mb']:.0f}" if row and row.get("memory_delta_mb") is not None else "-")
+        out.append(f"| {s} | {s * s} | " + " | ".join(t) + " | " + " | ".join(mm) + " |")
+    out.append("")
+    out.append("| fit (P = pixels) | time exponent (r2) | memory exponent (r2) |")
+    out.append("|---|---:|---:|")
+    for item in ("mcns/torch", "mcns/ort"):
+        f = res["fits"].get(item, {})
+        ft, fm = f.get("time"), f.get("memory")
+        out.append(f"| {item} | {ft['exponent']:.3f} ({ft['r2']:.3f}) | " + (f"{fm['exponent']:.3f} ({fm['r2']:.3f})" if fm else "-") + " |"
+                   if ft else f"| {item} | - | - |")
+    out.append("")
+    for preset, a in res["attention"].items():
+        out.append(f"**{preset}** (MCSD scales {a['mcsd_scales']}" + (f"; capped at {a['capped_at']}x{a['capped_at']}" if a.get("capped_at") else "") + ")")
+        out.append("")
+        out.append("| size | tokens per MCSD scale | whole net ms | SFA attention ms | rest ms | attention share |")
+        out.append("|---:|---|---:|---:|---:|---:|")
+        for r in a["per_size"]:
+            out.append(f"| {r['size']} | {r['tokens']} | {r['net_s'] * 1e3:.1f} | {r['attention_s'] * 1e3:.2f} | {r['rest_s'] * 1e3:.1f} | "
+                       f"{r['attention_share'] * 100:.1f}% |")
+        fa, fr = a.get("fit_attention"), a.get("fit_rest")
+        out.append("")
+        out.append(f"Fits: attention ~ P^{fa['exponent']:.2f}" if fa else "Fits: -")
+        if fr:
+            out[-1] += f", rest ~ P^{fr['exponent']:.2f}"
+        out[-1] += (f"; attention >= rest from {a['crossover_measured_size']}x{a['crossover_measured_size']} (measured)"
+                    if a["crossover_measured_size"] else "; attention < rest at every measured size")
+        if a.get("crossover_fit_side"):
+            out[-1] += f"; fitted crossover at ~{a['crossover_fit_side']:.0f}x{a['crossover_fit_side']:.0f} pixels"
+        out[-1] += "."
+        out.append("")
+    out.append("| size | cross-attn level | tokens N | one NxN fp32 matrix GB | measured math-SDPA +MB | median ms |")
+    out.append("|---:|---|---:|---:|---:|---:|")
+    for level, x in res["xattn"].items():
+        for r in x["rows"]:
+            if r.get("exceeds_budget"):
+                out.append(f"| {r['size']} | {level} | {r['tokens']} | {r['matrix_gb']:.2f} | {r['note']} | - |")
+            else:
+                t = (r.get("time_s") or {}).get("median")
+                mem = r.get("memory_delta_mb")
+                out.append(f"| {r['size']} | {level} | {r['tokens']} | {r['matrix_gb']:.3f} | {'-' if mem is None else format(mem, '.0f')} | "
+                           f"{'-' if t is None else format(t * 1e3, '.1f')} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SGF-MRI scaling study (MCNS, attention, network, cross-attention)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -456,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mem-budget-gb", type=float, default=MEM_BUDGET_GB)
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
+    parser.add_argument("--markdown", default=None, metavar="JSON", help="print README tables of a recorded JSON and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(open(args.markdown, encoding="utf-8").read())))
+        return 0
     if args.worker:
         _worker_main(json.loads(args.worker))
         return 0

@@ -81,12 +81,20 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
             if lw.get("run"):
                 fj = lw.get("first_jump")
                 if fj:
+                    fused = "".join(f"; its input from {f['node']} ({f['op']}" + (f", {f['module']}" if f.get("module") else "")
+                                    + ") was fused into it in the engine" for f in fj.get("fused_inputs_from", []))
                     click.echo(f"  layer-wise: error first jumps at node {fj['node']} ({fj['op']}"
-                               + (f", {fj['module']}" if fj.get("module") else "")
+                               + (f", {fj['module']}" if fj.get("module") else "") + fused
                                + f"): relative error {fj['rel_error']:.3g} vs median {fj['median_before']:.3g} before")
                 for row in lw.get("top_added", [])[:5]:
+                    extra = ""
+                    if row.get("float_node"):
+                        extra = (f" (runs in float: {row['rel_error_before_output_quantization']:.3g} before its output "
+                                 f"is quantized for {', '.join(row.get('consumers', [])) or 'its consumers'})")
                     click.echo(f"    adds error: {row['node']} ({row['op']}): relative error {row['input_rel_error']:.3g} "
-                               f"in -> {row['rel_error']:.3g} out")
+                               f"in -> {row['rel_error']:.3g} out{extra}")
+                for note in lw.get("notes", [])[:-1]:  # the last one is the method note
+                    click.echo(f"  layer-wise note: {note}")
                 if lw.get("suggestion"):
                     click.echo(f"  try: {lw['suggestion']}")
             elif o.verdict == "fail":

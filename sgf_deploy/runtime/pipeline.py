@@ -75,9 +75,12 @@ def run_files(reference: str | os.PathLike, target: str | os.PathLike, *, engine
     for msg in notices:
         notice(msg)
 
+    selecting = time.perf_counter()
     selection = select_engine(engine, engines_dir=engines_dir, batch=batch, threads=threads,
                               allow_unvalidated=allow_unvalidated, echo=notice)
     rec = selection.reconstructor
+    if selection.built_default:  # first use of the embedded default: export + build, once
+        timings.add("build", time.perf_counter() - selecting - rec.load_seconds)
     if not rec.validation.ok:
         warn(f"running an engine without a passing validation ({rec.validation.label}): {rec.engine_path}; "
              "its output has not been shown to match the PyTorch reference")

@@ -138,7 +138,7 @@ class Reconstructor:
             if bad:
                 raise NonFiniteOutputError(
                     f"{self.engine_path}: the engine produced {bad} non-finite value(s) (NaN/Inf); "
-                    "nothing was written (an FP16/INT8 overflow? try the FP32 engine)"
+                    "the output was discarded (an FP16/INT8 overflow? try the FP32 engine)"
                 )
         return out[0] if squeeze else out
 

@@ -67,6 +67,8 @@ def validation_status(engine_path: Path, manifest: dict) -> ValidationStatus:
 
 
 def _cached_default_status(engine_path: Path, manifest: dict) -> ValidationStatus | None:
+    """The cache marker written by :func:`default_engine` after the export self-check passed,
+    describing exactly this engine (its sha256 and checkpoint); ``None`` otherwise."""
     marker = engine_path.parent / CACHE_MARKER
     if not marker.is_file():
         return None
@@ -80,6 +82,7 @@ def _cached_default_status(engine_path: Path, manifest: dict) -> ValidationStatu
         and info.get("selfcheck_passed") is True
         and info.get("engine_sha256")
         and info.get("engine_sha256") == manifest.get("engine_sha256")
+        and info.get("checkpoint_sha256") == manifest.get("checkpoint_sha256")
     ):
         return ValidationStatus(True, DEFAULT_LABEL)
     return None

@@ -2,20 +2,29 @@
 
 Method (ONNX Runtime on the CPU, one slice, the same normalised padded inputs as the parity run):
 
-1. Load the FP32 ONNX the engine was built from and the *engine's graph* (the engine file itself
-   for ONNX Runtime engines: the FP16-converted or Q/DQ-quantised ONNX; for other backends the
-   precision-converted ONNX the manifest records, when it does).
+1. The FP32 side is a **fresh export of the checkpoint's PyTorch model** (``export_model_proto``:
+   in memory, no self-check, same opset and fixed dimensions as the engine), so an ONNX file that
+   no longer carries the checkpoint's weights is caught as well (``onnx_vs_checkpoint`` then lists
+   the initializers that differ); without torch, the ONNX file the engine was built from. The
+   engine side is *the engine's graph*: the engine file itself for ONNX Runtime engines (the saved,
+   optimised FP16-converted or Q/DQ-quantised model); for other backends the precision-converted
+   ONNX the manifest records, when it does.
 2. Candidate tensors: the float outputs of every compute node of the FP32 main graph, in its
    (topological) node order; shape bookkeeping (Shape, Constant, Gather on shapes, ...) and
    integer tensors are skipped. Tensors inside the ``sgf.MCNS`` function are not graph values;
    the MCNS node's output is.
-3. Each FP32 tensor is matched by name in the engine graph. The ONNX Runtime quantizer keeps the
-   producer's output name ``T`` and adds ``T_QuantizeLinear_Output`` / ``T_DequantizeLinear_Output``
-   (a graph output ``T`` becomes ``T_QuantizeLinear_Input`` -> Q/DQ -> ``T``); onnxconverter-common's
-   float16 converter keeps names and inserts Casts named ``<node>_cast_to_<T>`` /
-   ``<T>_cast_to_<node>``; ModelOpt keeps producer outputs and inserts Q/DQ before consumers. So the
-   plain name is looked up first, then ``T_QuantizeLinear_Input`` / ``T_DequantizeLinear_Output``.
-   FP16 values are compared in float64 after casting.
+3. Each FP32 tensor ``T`` is matched by name in the engine graph, preferring the value the
+   engine's consumers see. The ONNX Runtime quantizer keeps ``T`` and adds
+   ``T_QuantizeLinear_Output`` / ``T_DequantizeLinear_Output`` (a graph output ``T`` becomes
+   ``T_QuantizeLinear_Input`` -> Q/DQ -> ``T``); ONNX Runtime's optimiser then fuses Q/DQ pairs into
+   integer kernels (``QLinearConv``, ``QLinearAdd`` ...) whose outputs are the quantized
+   ``T_QuantizeLinear_Output``: those are dequantized here with the graph's own scale and zero
+   point. onnxconverter-common's float16 converter keeps names (Casts named ``<node>_cast_to_<T>``);
+   ONNX Runtime renames tensors it re-types ``InsertedPrecisionFreeCast_T`` (on a CPU without
+   float16 kernels it runs an FP16 model's convolutions in float32 with float16-rounded weights).
+   Order tried: ``T_DequantizeLinear_Output``, ``T_QuantizeLinear_Output`` (dequantized), ``T``,
+   ``InsertedPrecisionFreeCast_T``, ``T_QuantizeLinear_Input``. FP16 values are compared in
+   float64 after casting.
 4. All matched tensors are marked as graph outputs (untyped ``ValueInfoProto``: ORT infers the type)
    of copies of both models, both run in ORT, and per tensor: relative L2 error
    ``||e - f|| / ||f||``, max abs error, PSNR with peak ``max|f|``.
@@ -26,7 +35,11 @@ Method (ONNX Runtime on the CPU, one slice, the same normalised padded inputs as
    largest error upstream of them): the error the node itself adds. The report lists the top-5
    tensors by error and the top-5 nodes by added error, and the FP32 node names to keep in higher
    precision (``sgf-deploy build ... --exclude NODE,...`` for INT8, ``--keep-fp32 @default,NODE``
-   for FP16).
+   for FP16): the node itself (and a producer fused into it), or, when the node already runs in
+   float and its error comes from quantizing its output for INT8 consumers (measured: the engine
+   still computes the float tensor), those consumers. These are candidates to try, not a proof:
+   a layer where error appears is not necessarily what moves the final PSNR most; the rebuilt
+   engine's validation decides.
 
 The engine graph runs as built (e.g. ``QLinearConv`` integer kernels of an INT8 engine: their
 quantized outputs ``T_QuantizeLinear_Output`` are dequantized here with the graph's own scale and
@@ -53,6 +66,9 @@ SKIP_OPS = frozenset({
     "CastLike", "NonZero", "Floor", "Ceil",
 })
 _ALIAS_SUFFIXES = ("_QuantizeLinear_Input", "_DequantizeLinear_Output")
+# ONNX Runtime's InsertCastTransformer renames a tensor it re-types (e.g. float16 ops the CPU EP
+# runs in float32): T -> InsertedPrecisionFreeCast_T.
+_ORT_CAST_PREFIX = "InsertedPrecisionFreeCast_"
 DEFAULT_FACTOR = 10.0
 DEFAULT_FLOOR = 1e-3
 _GAIN_FLOOR = 1e-6
@@ -159,11 +175,26 @@ def _match(engine_model: Any, names: list[str]) -> dict[str, tuple[str, tuple[st
             if params is not None:
                 matched[name] = (name + "_QuantizeLinear_Output", params)
                 continue
-        for candidate in (name, name + "_QuantizeLinear_Input"):
+        for candidate in (name, _ORT_CAST_PREFIX + name, name + "_QuantizeLinear_Input"):
             if candidate in produced:
                 matched[name] = (candidate, None)
                 break
     return matched
+
+
+def _float_twins(engine_model: Any, mapping: dict[str, tuple[str, Any]]) -> dict[str, str]:
+    """For tensors matched through a quantized view: the float tensor the engine computed before
+    quantizing it (exists when the producing node ran in float and only its consumers are INT8)."""
+    produced = {o for n in engine_model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                for o in n.output if o}
+    twins = {}
+    for name, (engine_name, _) in mapping.items():
+        if engine_name != name and engine_name.startswith(name + "_") and "Quantize" in engine_name:
+            for candidate in (name, name + "_QuantizeLinear_Input"):
+                if candidate in produced:
+                    twins[name] = candidate
+                    break
+    return twins
 
 
 def _dequantize(model: Any, values: np.ndarray, params: tuple[str, str]) -> np.ndarray:
@@ -260,7 +291,8 @@ def compare_graphs(fp32_model: Any, engine_model: Any, feeds: dict[str, np.ndarr
         raise SgfError("layer-wise comparison: no tensor of the FP32 graph was found by name in the engine graph")
     fp_names = [n for n in names if n in mapping]
     fp_vals = _run(_with_outputs(fp32_model, fp_names), feeds, fp_names, threads)
-    eng_names = list(dict.fromkeys(mapping[n][0] for n in fp_names))
+    twins = _float_twins(engine_model, {n: mapping[n] for n in fp_names})
+    eng_names = list(dict.fromkeys([mapping[n][0] for n in fp_names] + list(twins.values())))
     raw = _run(_with_outputs(engine_model, eng_names), feeds, eng_names, threads)
     eng_vals: dict[str, np.ndarray] = {}
     for n in fp_names:
@@ -290,6 +322,12 @@ def compare_graphs(fp32_model: Any, engine_model: Any, feeds: dict[str, np.ndarr
         inherited = max(ins) if ins else 0.0
         for out in node.output:
             effective[out] = stats_of[out]["rel_error"] if out in stats_of else inherited
+    producers = {o: n for n in fp32_model.graph.node for o in n.output if o}
+    consumers: dict[str, list[str]] = {}
+    for n in fp32_model.graph.node:
+        if n.op_type not in SKIP_OPS and n.name:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n.name)
     rows: list[dict[str, Any]] = []
     for name in fp_names:
         if name not in stats_of:
@@ -303,6 +341,8 @@ def compare_graphs(fp32_model: Any, engine_model: Any, feeds: dict[str, np.ndarr
             ins = [effective.get(i, 0.0) for i in node.input if i and i not in inits]
             base = max(ins) if ins else 0.0
         finite = math.isfinite(rel)
+        fused = [producers[i] for i in node.input
+                 if i and i not in inits and i not in stats_of and i in producers and node.op_type != "GraphInput"]
         rows.append({
             "order": len(rows), "tensor": name, "engine_tensor": mapping[name][0],
             "dequantized": mapping[name][1] is not None, "node": node.name or name,
@@ -312,7 +352,17 @@ def compare_graphs(fp32_model: Any, engine_model: Any, feeds: dict[str, np.ndarr
             "input_rel_error": base,
             "added": (rel - base) if finite else math.inf,
             "gain": (rel / max(base, _GAIN_FLOOR)) if finite else math.inf,
+            # inputs computed by nodes whose own output the engine fused away (e.g. Conv -> LeakyRelu):
+            # the error measured here includes theirs
+            "fused_inputs_from": [{"node": p.name, "op": p.op_type, "module": _module_of(p, inits)} for p in fused],
         })
+        if name in twins:
+            before = _errors(fp_vals[name], np.asarray(raw[twins[name]]))
+            if before.get("comparable"):
+                # the node ran in float; its output is quantized for INT8 consumers
+                rows[-1]["float_node"] = True
+                rows[-1]["rel_error_before_output_quantization"] = before["rel_error"]
+                rows[-1]["consumers"] = consumers.get(name, [])
     if not rows:
         raise SgfError("layer-wise comparison: no comparable tensors (all shapes differed)")
     idx, med = find_jump([r["rel_error"] for r in rows], factor, floor)
@@ -392,31 +442,108 @@ def build_suggestion(fp32_onnx: Path | str, manifest: dict[str, Any], nodes: lis
     return " ".join(parts)
 
 
+def _fixed_dims(model: Any) -> tuple[int | None, tuple[int, int] | None]:
+    """(static batch, static (H, W)) of the ``target`` input of a graph; None where dynamic."""
+    for inp in model.graph.input:
+        if inp.name == "target":
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+            if len(dims) == 4:
+                hw = (dims[2], dims[3]) if dims[2] and dims[3] else None
+                return dims[0], hw
+    return None, None
+
+
+def _weights_diff(reference: Any, other: Any) -> dict[str, Any]:
+    """Initializers of ``other`` that differ from ``reference`` (same name): max relative change."""
+    from onnx import numpy_helper
+
+    ref = {i.name: i for i in reference.graph.initializer}
+    differing = []
+    compared = 0
+    for init in other.graph.initializer:
+        if init.name not in ref:
+            continue
+        a = numpy_helper.to_array(ref[init.name])
+        b = numpy_helper.to_array(init)
+        compared += 1
+        if a.shape != b.shape or a.dtype != b.dtype:
+            differing.append({"initializer": init.name, "why": f"{a.dtype}{a.shape} vs {b.dtype}{b.shape}"})
+        elif not np.array_equal(a, b):
+            a64, b64 = a.astype(np.float64), b.astype(np.float64)
+            rel = float(np.linalg.norm(b64 - a64) / (np.linalg.norm(a64) or 1.0))
+            differing.append({"initializer": init.name, "rel_change": rel})
+    return {"compared": compared, "identical": not differing, "differing": differing[:20]}
+
+
+def reference_graph(model: Any, onnx_meta: dict[str, Any] | None, manifest: dict[str, Any], like: Any) -> Any:
+    """A fresh FP32 export of the PyTorch model (no file, no self-check), shaped like ``like``."""
+    from ..export.onnx_export import DEFAULT_OPSET, export_model_proto
+
+    opset = (onnx_meta or {}).get("sgf.opset") or (manifest.get("model") or {}).get("opset") or DEFAULT_OPSET
+    batch, static = _fixed_dims(like)
+    return export_model_proto(model, int(opset), static, batch)
+
+
 def layerwise_compare(engine: Path, manifest: dict[str, Any], fp32_onnx: Path | None,
-                      reference: np.ndarray, target: np.ndarray, *, factor: float = DEFAULT_FACTOR,
+                      reference: np.ndarray, target: np.ndarray, *, model: Any = None,
+                      onnx_meta: dict[str, Any] | None = None, factor: float = DEFAULT_FACTOR,
                       floor: float = DEFAULT_FLOOR, threads: int | None = None) -> dict[str, Any]:
-    """Compare the engine's graph with the FP32 ONNX on one slice ((1,1,Hp,Wp) normalised inputs)."""
+    """Compare the engine's graph with the FP32 model on one slice ((1,1,Hp,Wp) normalised inputs).
+
+    The FP32 side is a fresh export of the PyTorch ``model`` when one is given (so that an ONNX
+    file that no longer matches its checkpoint is caught too: the report then lists the weights
+    that differ), else the ONNX file the engine was built from."""
     onnx = _onnx()
-    if fp32_onnx is None:
-        raise SgfError(f"{engine}: layer-wise comparison needs the FP32 ONNX it was built from "
-                       f"(SHA-256 {str(manifest.get('onnx_sha256'))[:12]}...); not found in export/ or the recorded path")
     graph = _engine_graph(Path(engine), manifest)
-    fp32_model = onnx.load(str(fp32_onnx))
     engine_model = onnx.load(str(graph))
-    feeds = {"reference": np.ascontiguousarray(reference, np.float32), "target": np.ascontiguousarray(target, np.float32)}
+    built_from = onnx.load(str(fp32_onnx)) if fp32_onnx is not None else None
+    fp32_model, source, notes = None, None, []
+    if model is not None:
+        try:
+            fp32_model = reference_graph(model, onnx_meta, manifest, built_from or engine_model)
+            source = "fresh FP32 export of the checkpoint (torch.onnx dynamo, no file written)"
+        except Exception as exc:  # noqa: BLE001 - fall back to the file, and say why
+            notes.append(f"fresh export failed ({type(exc).__name__}: {str(exc)[:160]}); using the ONNX file")
+    if fp32_model is None:
+        if built_from is None:
+            raise SgfError(f"{engine}: layer-wise comparison needs the FP32 model: the ONNX it was built from "
+                           f"(SHA-256 {str(manifest.get('onnx_sha256'))[:12]}...) is not in export/ or the recorded path")
+        fp32_model, source = built_from, f"the ONNX file the engine was built from ({fp32_onnx})"
+    batch, _ = _fixed_dims(engine_model)
+    reps = int(batch) if batch and batch > 1 else 1
+    feeds = {"reference": np.ascontiguousarray(np.repeat(reference, reps, axis=0), np.float32),
+             "target": np.ascontiguousarray(np.repeat(target, reps, axis=0), np.float32)}
     result = compare_graphs(fp32_model, engine_model, feeds, factor=factor, floor=floor, threads=threads)
-    result["fp32_onnx"] = str(fp32_onnx)
+    result["fp32_reference"] = source
+    result["fp32_onnx"] = str(fp32_onnx) if fp32_onnx is not None else None
     result["engine_graph"] = str(graph)
+    if built_from is not None and fp32_model is not built_from:
+        diff = _weights_diff(fp32_model, built_from)
+        result["onnx_vs_checkpoint"] = diff
+        if not diff["identical"]:
+            names = ", ".join(d["initializer"] for d in diff["differing"][:5])
+            notes.append(f"the ONNX file {fp32_onnx} does not carry the checkpoint's weights ({names} differ): "
+                         "re-export it with sgf-deploy export and rebuild the engine")
     keep: list[str] = []
     rows = ([result["first_jump"]] if result["first_jump"] else []) + list(result["top_added"][:2])
     for row in rows:
-        for node in str(row["node"]).split(","):
-            if node and node not in keep and len(keep) < 4:
+        if row.get("float_node") and row["rel_error"] > 2 * row.get("rel_error_before_output_quantization", 0.0):
+            # a float node whose output loses most in its quantization: keep its consumers in float
+            names = list(row.get("consumers", []))
+        else:
+            names = [f["node"] for f in row.get("fused_inputs_from", [])] + str(row["node"]).split(",")
+        for node in names:
+            if node and node not in keep and len(keep) < 6:
                 keep.append(node)
     result["keep_fp32_candidates"] = keep
-    if keep:
+    precision = str(manifest.get("precision") or "").lower()
+    if precision == "fp32":
+        notes.append("an FP32 engine has nothing to keep in higher precision: a layer-wise error here means the "
+                     "engine's graph or backend computes something else than the checkpoint (see the first jump)")
+    elif keep and fp32_onnx is not None:
         result["suggestion"] = build_suggestion(fp32_onnx, manifest, keep)
-    result["note"] = ("engine graph run as built (integer kernels included) with optimisations off so marked tensors "
-                      "survive; quantized tensors dequantized with the graph's scale/zero point; tensors fused away "
-                      "in the engine are not compared")
+    notes.append("engine graph run as built (integer kernels included) with optimisations off so marked tensors "
+                 "survive; quantized tensors dequantized with the graph's scale/zero point; tensors fused away "
+                 "in the engine are not compared")
+    result["notes"] = notes
     return result

@@ -79,7 +79,8 @@ class ValidationOutcome:
         if parity is not None or s.get("parity_psnr", {}).get("identical_slices"):
             nums.append("PSNR(engine, PyTorch) worst " + ("inf" if parity is None else f"{parity:.1f}") + " dB")
         if delta is not None:
-            nums.append(f"delta PSNR vs GT {delta:+.4f} dB")
+            nums.append(f"delta PSNR vs GT {delta:+.4f} dB" if abs(delta) >= 1e-3 or delta == 0
+                        else f"delta PSNR vs GT {delta:+.1e} dB")
         text = f"{self.engine} [{str(prec).upper()}]: {self.verdict.upper()}"
         if nums:
             text += " (" + ", ".join(nums) + ")"
@@ -548,7 +549,8 @@ def validate_engine(
             echo(f"{engine.name}: layer-wise comparison on slice {worst['index']} ({case.name})")
             try:
                 layer = layerwise_compare(engine, manifest, onnx_path,
-                                          prep.ref[s_idx : s_idx + 1], prep.tar[s_idx : s_idx + 1])
+                                          prep.ref[s_idx : s_idx + 1], prep.tar[s_idx : s_idx + 1],
+                                          model=model, onnx_meta=onnx_meta, threads=threads)
             except SgfError as exc:
                 layer = {"run": False, "reason": str(exc)}
 

@@ -196,8 +196,10 @@ def render_summary(report: dict[str, Any], files: dict[str, str]) -> str:
         else:
             fj = lw.get("first_jump")
             if fj:
-                lines.append(f"First error jump: tensor `{fj['tensor']}` from node `{fj['node']}` ({fj['op']}), relative "
-                             f"error {fj['rel_error']:.3g} vs median {fj['median_before']:.3g} before it.")
+                fused = "".join(f" (its input from `{f['node']}` ({f['op']}) was fused into it in the engine)"
+                                for f in fj.get("fused_inputs_from", []))
+                lines.append(f"First error jump: tensor `{fj['tensor']}` from node `{fj['node']}` ({fj['op']}){fused}, "
+                             f"relative error {fj['rel_error']:.3g} vs median {fj['median_before']:.3g} before it.")
             else:
                 lines.append("No tensor's error jumps above the rule; see the top-5 lists in report.json.")
             lines.append("")
@@ -210,6 +212,9 @@ def render_summary(report: dict[str, Any], files: dict[str, str]) -> str:
                              f"{_fmt(t.get('input_rel_error'), '.3g')} | {_fmt(t.get('added'), '.3g')} |")
             if lw.get("suggestion"):
                 lines += ["", f"Try: `{lw['suggestion']}`"]
+            lines += [""] + [f"- {note}" for note in lw.get("notes", [])]
+            lines.append(f"- FP32 side: {lw.get('fp32_reference')}; {lw.get('tensors_compared')} tensors compared, "
+                         f"{lw.get('tensors_unmatched')} not found in the engine graph")
     lines += [
         "",
         "Files: " + ", ".join(f"`{v}`" for v in files.values()),

@@ -203,3 +203,19 @@ def test_static_shapes_profile_recorded_and_enforced(lite_onnx, tmp_path):
         runner.infer(np.zeros((1, 1, 128, 128), np.float32), np.zeros((1, 1, 128, 128), np.float32))
     with pytest.raises(InputError, match="multiples of 8"):
         build_engine(lite_onnx, backend="onnxruntime", precision="fp32", shapes="1x1x60x64", out_dir=tmp_path)
+
+
+def test_loading_and_running_never_imports_torch(engines):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from sgf_deploy.engines import load_engine\n"
+        f"r = load_engine({str(engines['int8'][0])!r}, threads=1)\n"
+        "x = np.zeros((1, 1, 32, 32), np.float32)\n"
+        "assert r.infer(x, x).shape == (1, 1, 32, 32)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

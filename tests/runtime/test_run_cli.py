@@ -467,6 +467,25 @@ def test_failed_validation_refused(ws, ort_engine):
     assert "'fail'" in err
 
 
+@pytest.mark.parametrize("edit,match", [
+    ({"backend_version": "0.0.1"}, "ONNX Runtime 0.0.1"),
+    ({"device": {"kind": "cuda", "name": "NVIDIA RTX 4090", "sm": "SM89"}}, "RTX 4090"),
+])
+def test_engine_for_another_device_or_backend_refused(ws, validated_engine, edit, match):
+    import json
+
+    engine = copy_engine(validated_engine, ws / "eng")
+    manifest_file = engine.with_name(engine.name + ".json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest.update(edit)  # as if built elsewhere (identity fields cannot be changed through the API)
+    manifest_file.write_text(json.dumps(manifest))
+    save_pair(ws, _img, _img)
+    before = listing(ws)
+    result = invoke("--ref", ws / "ref.npy", "--target", ws / "tar.npy", "--engine", engine)
+    err = assert_clean_failure(result, ws, before)
+    assert match in err, err
+
+
 def test_missing_engine_file(ws):
     save_pair(ws, _img, _img)
     before = listing(ws)
