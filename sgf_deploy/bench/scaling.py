@@ -8,13 +8,18 @@ What is measured (``run_scaling``), for square sizes S (default 128..512, P = S^
   (CPU EP, function inlined). Both must grow linearly in P: a power law is fitted, its exponent
   reported.
 * ``net/<preset>``: ``forward_core`` of a freshly initialised ``lite``/``paper`` network on one
-  (1,1,S,S) slice (speed does not depend on the weights). ``paper`` is capped (``paper_max``,
-  default 384): its full-attention MCSD at 1/2 scale is quadratic and costs seconds per slice on
-  2 CPU cores beyond that; the cap is recorded.
-* ``attn/<preset>/<scale>``: SFA's ``scaled_dot_product_attention`` alone (default kernel, as in
-  the network) at the token count of that MCSD scale, N = P / 4^scale, Q/K width ``attn_dim``, V
-  width ``channels[scale]``; "the rest" = net - sum of attention. Where attention takes over is
+  (1,1,S,S) slice (speed does not depend on the weights). ``paper`` is capped: its MCSD at 1/2
+  scale attends over P/4 tokens, which the math kernel turns into N x N matrices (12 GB measured
+  at 384x384 in a first run); a preset is run only where ``MATH_MATRICES * N^2 * 4`` bytes fit
+  ``mem_budget_gb`` (default 6 GB: paper up to 320x320), and ``paper_max`` can cap it further.
+  Every skip is recorded with its reason.
+* ``attn/<preset>/<scale>``: SFA's ``scaled_dot_product_attention`` alone, with Q/K/V laid out as
+  SFA lays them out (transposed views; torch 2.13's CPU dispatcher then runs the *math* kernel,
+  which materialises N x N), at the token count of that MCSD scale, N = P / 4^scale, Q/K width
+  ``attn_dim``, V width ``channels[scale]``; ``attnc/...``: the same made contiguous (torch then
+  runs its fused flash kernel). "The rest" = net - sum of ``attn``. Where attention takes over is
   the first measured size with attention >= rest, and the crossover of the two power-law fits.
+  A preset is not run at a size where its math-kernel attention would exceed ``mem_budget_gb``.
 * ``xattn/<full|half>``: a plain full cross-attention between the contrasts (MTrans-style: Q from
   target features, K and V from reference features, width d = 64) at N = P (full resolution) or
   P / 4 (1/2 scale) with the *math* SDPA kernel, which materialises the N x N matrix. Its memory
@@ -24,8 +29,13 @@ What is measured (``run_scaling``), for square sizes S (default 128..512, P = S^
 
 Timing: two persistent worker processes (torch, ONNX Runtime; 2 threads each), items interleaved
 round-robin with the order rotated every repeat, one warm-up call per item and size excluded,
-medians over ``repeat``. Memory: one fresh process per (item, size), peak RSS of one cold call
-above the RSS just before it (``/proc/self/clear_refs`` resets the high-water mark).
+medians over ``repeat``; wall time and process CPU time (all threads) of every call. On a shared,
+oversubscribed machine wall time carries a per-operator hand-off latency that flattens power-law
+fits at small sizes; CPU time does not (nothing here busy-waits: torch runs with
+``OMP_WAIT_POLICY=PASSIVE``, the ORT session with spinning off), so exponents are fitted on both.
+Memory: one fresh process per (item, size); after one call at 16x16 (lazy initialisation), the
+peak RSS of the first call at the size above the RSS just before it (``/proc/self/clear_refs``
+resets the high-water mark).
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ MCNS_CHANNELS = 64
 MCNS_GROUPS = 8
 MCNS_EPS = 1e-6
 XATTN_DIM = 64
-PAPER_MAX = 384
+PAPER_MAX = 512  # no extra cap by default: the memory budget decides (see plan_items)
 MEM_BUDGET_GB = 6.0
 MATH_MATRICES = 2  # scores and softmax output live together in the math kernel
 OPSET = 21
@@ -248,27 +258,50 @@ def _probe_main(spec: dict[str, Any]) -> None:
 
 
 # ================================================================================= parent side
-def plan_items(sizes: Sequence[int], paper_max: int, mem_budget_gb: float,
-               presets: Sequence[str] = ("lite", "paper"), xattn: bool = True) -> dict[int, list[str]]:
-    """Items to time at each size (paper capped, cross-attention only where it fits)."""
+def net_attention_bytes(preset: str, size: int) -> int:
+    """Estimated peak of the network's SFA attention with the math kernel (what torch 2.13 runs
+    for SFA's layout on the CPU): MATH_MATRICES N x N fp32 matrices at the finest MCSD scale."""
     from ..model.presets import get_preset
 
+    cfg = get_preset(preset)
+    n = max((size >> sc) ** 2 for sc in cfg.mcsd_scales) if cfg.mcsd_scales else 0
+    return MATH_MATRICES * n * n * 4
+
+
+def plan_items(sizes: Sequence[int], paper_max: int, mem_budget_gb: float,
+               presets: Sequence[str] = ("lite", "paper"), xattn: bool = True
+               ) -> tuple[dict[int, list[str]], dict[int, dict[str, str]]]:
+    """Items to time at each size, and what was left out and why (the paper cap; N x N estimates
+    over the memory budget)."""
+    from ..model.presets import get_preset
+
+    budget = mem_budget_gb * 1024**3
     plan: dict[int, list[str]] = {}
+    skipped: dict[int, dict[str, str]] = {}
     for s in sizes:
         items = ["mcns/torch", "mcns/ort"]
+        left: dict[str, str] = {}
         for preset in presets:
-            if preset == "paper" and s > paper_max:
-                continue
-            if s % get_preset(preset).size_multiple:
-                continue
-            items.append(f"net/{preset}")
-            items += [f"attn/{preset}/{sc}" for sc in get_preset(preset).mcsd_scales]
+            cfg = get_preset(preset)
+            if s % cfg.size_multiple:
+                left[f"net/{preset}"] = f"{s} is not a multiple of {cfg.size_multiple}"
+            elif preset == "paper" and s > paper_max:
+                left[f"net/{preset}"] = f"paper capped at {paper_max}x{paper_max} (--paper-max)"
+            elif net_attention_bytes(preset, s) > budget:
+                left[f"net/{preset}"] = (f"not run: its SFA attention at scale {min(cfg.mcsd_scales)} would materialise "
+                                         f"~{net_attention_bytes(preset, s) / 1024**3:.1f} GB (math kernel) > budget {mem_budget_gb:g} GB")
+            else:
+                items.append(f"net/{preset}")
+                items += [f"{kind}/{preset}/{sc}" for sc in cfg.mcsd_scales for kind in ("attn", "attnc")]
         if xattn:
             for level in ("full", "half"):
                 if xattn_fits(level, s, mem_budget_gb):
                     items.append(f"xattn/{level}")
+                else:
+                    left[f"xattn/{level}"] = "over budget"
         plan[s] = items
-    return plan
+        skipped[s] = left
+    return plan, skipped
 
 
 def xattn_fits(level: str, size: int, mem_budget_gb: float) -> bool:
@@ -295,28 +328,35 @@ def run_scaling(
         "loadavg_start": M.loadavg(),
         "settings": {
             "sizes": sizes, "repeat": repeat, "paper_max": paper_max, "mem_budget_gb": mem_budget_gb,
-            "presets": list(presets), "mcns": {"channels": MCNS_CHANNELS, "groups": MCNS_GROUPS, "batch": 1, "opset": OPSET},
+            "presets": list(presets), "mcns": {"channels": MCNS_CHANNELS, "groups": MCNS_GROUPS, "batch": 1, "opset": OPSET,
+                                               "ort_session": "CPU EP, ORT_ENABLE_ALL, intra-op 2, spinning off"},
             "xattn": {"dim": XATTN_DIM, "kernel": "math (SDPBackend.MATH)", "peak_estimate": f"{MATH_MATRICES} x N^2 x 4 bytes"},
+            "attention_items": "attn = SFA's SDPA with SFA's (transposed) Q/K/V layout, as the network runs it "
+                               "(torch picks the math kernel); attnc = the same made contiguous (torch picks flash)",
             "timing": "persistent torch and ONNX Runtime worker processes, items round-robin with rotation, "
-                      "1 warm-up call per item/size excluded, median over repeats",
+                      "1 warm-up call per item/size excluded; wall time and process CPU time (all threads) per call; "
+                      "medians over repeats",
             "memory": f"fresh process per item/size; after one call at {WARM_SIZE}x{WARM_SIZE} (lazy initialisation), "
                       "peak RSS of the first call at the size minus RSS just before it",
             "weights": "freshly initialised (speed does not depend on weights)",
             "inputs": "random normal images / features (seeded)",
         },
     }
-    plan = plan_items(sizes, paper_max, mem_budget_gb, presets, xattn)
+    plan, skipped = plan_items(sizes, paper_max, mem_budget_gb, presets, xattn)
+    record["skipped"] = {str(s): v for s, v in skipped.items() if v}
     times: dict[str, dict[int, list[float]]] = {}
+    cpu: dict[str, dict[int, list[float]]] = {}
     workers = {"torch": M.Worker(MODULE, {"backend": "torch", "name": "scaling-torch"}),
                "ort": M.Worker(MODULE, {"backend": "ort", "name": "scaling-ort"})}
     try:
         for s in sizes:
             items = plan[s]
-            say(f"[scaling] {s}x{s}: timing {len(items)} items x {repeat} repeats")
+            say(f"[scaling] {s}x{s}: timing {len(items)} items x {repeat} repeats (load {M.loadavg()})")
             for rep in range(repeat):
                 for item in M.rotations(items, rep):
                     reply = workers[backend_of(item)].call(item=item, size=s)
                     times.setdefault(item, {}).setdefault(s, []).append(reply["seconds"])
+                    cpu.setdefault(item, {}).setdefault(s, []).append(reply["cpu_seconds"])
     finally:
         for w in workers.values():
             w.close()
@@ -325,24 +365,25 @@ def run_scaling(
     if memory:
         for s in sizes:
             for item in plan[s]:
-                if item.startswith("attn/"):
-                    continue  # part of net; its matrix is never materialised by the default kernel
                 res = M.run_probe(MODULE, {"item": item, "size": s})
                 mem.setdefault(item, {})[s] = res
                 say(f"[scaling] memory {item} {s}x{s}: " + (f"+{res['delta_mb']:.0f} MB (peak {res['peak_rss_mb']:.0f} MB)"
                                                          if res.get("delta_mb") is not None else str(res.get("error"))))
 
-    record["results"] = analyse(sizes, times, mem, presets, paper_max, mem_budget_gb)
+    record["results"] = analyse(sizes, times, mem, presets, paper_max, mem_budget_gb, cpu)
     record["loadavg_end"] = M.loadavg()
     return record
 
 
 def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem: dict[str, dict[int, dict[str, Any]]],
-            presets: Sequence[str], paper_max: int, mem_budget_gb: float) -> dict[str, Any]:
+            presets: Sequence[str], paper_max: int, mem_budget_gb: float,
+            cpu: dict[str, dict[int, list[float]]] | None = None) -> dict[str, Any]:
     from ..model.presets import get_preset
 
-    def med(item: str, s: int) -> float | None:
-        vals = times.get(item, {}).get(s)
+    cpu = cpu or {}
+
+    def med(item: str, s: int, table: dict | None = None) -> float | None:
+        vals = (times if table is None else table).get(item, {}).get(s)
         return float(np.median(vals)) if vals else None
 
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -353,13 +394,21 @@ def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem:
                 continue
             m = mem.get(item, {}).get(s, {})
             rows[item].append({"size": s, "pixels": s * s, "time_s": M.summarize(per_size[s]),
+                               "cpu_s": M.summarize(cpu.get(item, {}).get(s, [])),
                                "memory_delta_mb": m.get("delta_mb"), "peak_rss_mb": m.get("peak_rss_mb"),
                                "memory_error": m.get("error")})
 
+    def fit(item: str, table: dict | None = None, stat: str = "median") -> dict[str, Any] | None:
+        pts = []
+        for s in sizes:
+            vals = (times if table is None else table).get(item, {}).get(s)
+            if vals:
+                pts.append((s * s, float(np.median(vals)) if stat == "median" else float(np.min(vals))))
+        return M.power_law([p for p, _ in pts], [t for _, t in pts])
+
     fits: dict[str, Any] = {}
     for item in ("mcns/torch", "mcns/ort"):
-        pts = [(s * s, med(item, s)) for s in sizes if med(item, s)]
-        fits[item] = {"time": M.power_law([p for p, _ in pts], [t for _, t in pts])}
+        fits[item] = {"time": fit(item), "time_min": fit(item, stat="min"), "cpu": fit(item, cpu)}
         mpts = [(s * s, mem.get(item, {}).get(s, {}).get("delta_mb")) for s in sizes]
         fits[item]["memory"] = M.power_law([p for p, _ in mpts], [m for _, m in mpts])
 
@@ -372,26 +421,44 @@ def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem:
             if net is None:
                 continue
             att = {sc: med(f"attn/{preset}/{sc}", s) for sc in cfg.mcsd_scales}
+            attc = {sc: med(f"attnc/{preset}/{sc}", s) for sc in cfg.mcsd_scales}
+            att_cpu = {sc: med(f"attn/{preset}/{sc}", s, cpu) for sc in cfg.mcsd_scales}
+            net_cpu = med(f"net/{preset}", s, cpu)
             total = sum(v for v in att.values() if v is not None)
+            total_c = sum(v for v in attc.values() if v is not None)
+            total_cpu = sum(v for v in att_cpu.values() if v is not None)
+            att_mem = {str(sc): mem.get(f"attn/{preset}/{sc}", {}).get(s, {}).get("delta_mb") for sc in cfg.mcsd_scales}
+            attc_mem = {str(sc): mem.get(f"attnc/{preset}/{sc}", {}).get(s, {}).get("delta_mb") for sc in cfg.mcsd_scales}
             per_size.append({
                 "size": s, "pixels": s * s, "net_s": net, "attention_s": total, "rest_s": net - total,
                 "attention_share": total / net if net else None,
+                "net_cpu_s": net_cpu, "attention_cpu_s": total_cpu,
+                "attention_share_cpu": total_cpu / net_cpu if net_cpu else None,
+                "attention_contiguous_s": total_c,
                 "tokens": {str(sc): (s >> sc) ** 2 for sc in cfg.mcsd_scales},
                 "attention_by_scale_s": {str(sc): v for sc, v in att.items()},
+                "attention_contiguous_by_scale_s": {str(sc): v for sc, v in attc.items()},
+                "attention_memory_delta_mb": att_mem, "attention_contiguous_memory_delta_mb": attc_mem,
+                "net_memory_delta_mb": mem.get(f"net/{preset}", {}).get(s, {}).get("delta_mb"),
             })
-        fit_att = M.power_law([r["pixels"] for r in per_size], [r["attention_s"] for r in per_size])
-        fit_rest = M.power_law([r["pixels"] for r in per_size], [r["rest_s"] for r in per_size if r["rest_s"] > 0]) \
-            if all(r["rest_s"] > 0 for r in per_size) else None
-        fit_net = M.power_law([r["pixels"] for r in per_size], [r["net_s"] for r in per_size])
+        px = [r["pixels"] for r in per_size]
+        fit_att = M.power_law(px, [r["attention_s"] for r in per_size])
+        fit_rest = M.power_law(px, [r["rest_s"] for r in per_size]) if all(r["rest_s"] > 0 for r in per_size) else None
+        fit_att_cpu = M.power_law(px, [r["attention_cpu_s"] for r in per_size])
+        fit_rest_cpu = M.power_law(px, [r["net_cpu_s"] - r["attention_cpu_s"] for r in per_size]) \
+            if all(r["net_cpu_s"] and r["net_cpu_s"] > r["attention_cpu_s"] for r in per_size) else None
         measured = next((r["size"] for r in per_size if r["attention_s"] >= r["rest_s"]), None)
         cross = M.crossover(fit_att, fit_rest)
+        cross_cpu = M.crossover(fit_att_cpu, fit_rest_cpu)
         attention[preset] = {
             "mcsd_scales": list(cfg.mcsd_scales),
             "per_size": per_size,
-            "fit_attention": fit_att, "fit_rest": fit_rest, "fit_net": fit_net,
+            "fit_attention": fit_att, "fit_rest": fit_rest, "fit_net": M.power_law(px, [r["net_s"] for r in per_size]),
+            "fit_attention_cpu": fit_att_cpu, "fit_rest_cpu": fit_rest_cpu,
             "crossover_measured_size": measured,
             "crossover_fit_pixels": cross,
             "crossover_fit_side": math.sqrt(cross) if cross else None,
+            "crossover_fit_side_cpu": math.sqrt(cross_cpu) if cross_cpu else None,
             "capped_at": paper_max if preset == "paper" else None,
         }
 
@@ -404,6 +471,7 @@ def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem:
                                    "estimated_peak_gb": MATH_MATRICES * xattn_matrix_bytes(level, s) / 1024**3}
             if xattn_fits(level, s, mem_budget_gb):
                 row["time_s"] = M.summarize(times.get(f"xattn/{level}", {}).get(s, []))
+                row["cpu_s"] = M.summarize(cpu.get(f"xattn/{level}", {}).get(s, []))
                 m = mem.get(f"xattn/{level}", {}).get(s, {})
                 row["memory_delta_mb"] = m.get("delta_mb")
                 row["memory_error"] = m.get("error")
@@ -411,40 +479,58 @@ def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem:
                 row["exceeds_budget"] = True
                 row["note"] = f"not run: estimated peak {row['estimated_peak_gb']:.1f} GB > budget {mem_budget_gb:g} GB"
             xrows.append(row)
-        xattn[level] = {"rows": xrows, "fit_time": M.power_law(
-            [r["tokens"] for r in xrows if r.get("time_s", {}).get("median")],
-            [r["time_s"]["median"] for r in xrows if r.get("time_s", {}).get("median")])}
+        ran = [r for r in xrows if (r.get("time_s") or {}).get("median")]
+        xattn[level] = {"rows": xrows,
+                        "fit_time_vs_tokens": M.power_law([r["tokens"] for r in ran], [r["time_s"]["median"] for r in ran]),
+                        "fit_memory_vs_tokens": M.power_law([r["tokens"] for r in ran], [r.get("memory_delta_mb") for r in ran])}
 
     return {"items": rows, "fits": fits, "attention": attention, "xattn": xattn}
 
 
 # ===================================================================================== report
+def _fit_text(f: dict[str, Any] | None) -> str:
+    return f"P^{f['exponent']:.3f} (r2 {f['r2']:.3f})" if f else "-"
+
+
 def summary_lines(record: dict[str, Any]) -> list[str]:
     """Human-readable lines of the key figures (what the CLI and the script print)."""
     res = record["results"]
     out = [f"load average start {record.get('loadavg_start')} end {record.get('loadavg_end')}"]
     for item in ("mcns/torch", "mcns/ort"):
         f = res["fits"].get(item, {})
-        ft, fm = f.get("time"), f.get("memory")
-        if ft:
-            out.append(f"{item}: time ~ P^{ft['exponent']:.3f} (r2 {ft['r2']:.3f})"
-                       + (f", memory ~ P^{fm['exponent']:.3f} (r2 {fm['r2']:.3f})" if fm else ""))
-    out.append("size  " + "  ".join(f"{k:>12}" for k in ("mcns/torch", "mcns/ort", "net/lite", "net/paper")) + "   (median ms)")
+        out.append(f"{item}: wall median ~ {_fit_text(f.get('time'))}, wall min ~ {_fit_text(f.get('time_min'))}, "
+                   f"CPU time ~ {_fit_text(f.get('cpu'))}, memory ~ {_fit_text(f.get('memory'))}")
+    cols = ("mcns/torch", "mcns/ort", "net/lite", "net/paper")
+    out.append("size  " + "  ".join(f"{k:>12}" for k in cols) + "   (median wall ms; CPU ms in brackets)")
     items = res["items"]
     for s in record["settings"]["sizes"]:
         vals = []
-        for k in ("mcns/torch", "mcns/ort", "net/lite", "net/paper"):
+        for k in cols:
             row = next((r for r in items.get(k, []) if r["size"] == s), None)
-            vals.append(f"{row['time_s']['median'] * 1e3:12.1f}" if row and row["time_s"].get("median") else f"{'-':>12}")
-        out.append(f"{s:4d}  " + "  ".join(vals))
+            if row and row["time_s"].get("median"):
+                vals.append(f"{row['time_s']['median'] * 1e3:7.0f} [{(row['cpu_s'].get('median') or 0) * 1e3:5.0f}]")
+            else:
+                vals.append(f"{'-':>13}")
+        out.append(f"{s:4d}  " + " ".join(vals))
     for preset, a in res["attention"].items():
-        shares = ", ".join(f"{r['size']}: {r['attention_share'] * 100:.0f}%" for r in a["per_size"] if r["attention_share"] is not None)
-        fa = a.get("fit_attention")
-        out.append(f"{preset}: attention share of the forward [{shares}]; attention ~ P^{fa['exponent']:.2f}" if fa else f"{preset}: -")
+        shares = ", ".join(f"{r['size']}: {r['attention_share'] * 100:.0f}% (CPU {r['attention_share_cpu'] * 100:.0f}%)"
+                           for r in a["per_size"] if r["attention_share"] is not None and r["attention_share_cpu"] is not None)
+        out.append(f"{preset}: SFA attention share of the forward [{shares}]; attention ~ {_fit_text(a.get('fit_attention'))}, "
+                   f"rest ~ {_fit_text(a.get('fit_rest'))}")
+        for r in a["per_size"]:
+            mem = r["attention_memory_delta_mb"]
+            memc = r["attention_contiguous_memory_delta_mb"]
+            out.append(f"  {preset} {r['size']}: attention as SFA lays it out {r['attention_s'] * 1e3:.1f} ms (+{mem} MB), "
+                       f"contiguous {r['attention_contiguous_s'] * 1e3:.1f} ms (+{memc} MB)")
         if a["crossover_measured_size"]:
             out.append(f"{preset}: attention >= rest of the network from {a['crossover_measured_size']}^2 (measured)")
         if a["crossover_fit_side"]:
-            out.append(f"{preset}: power-law crossover attention = rest at ~{a['crossover_fit_side']:.0f}^2 pixels (fit)")
+            out.append(f"{preset}: power-law crossover attention = rest at ~{a['crossover_fit_side']:.0f}^2 pixels (wall fit)"
+                       + (f", ~{a['crossover_fit_side_cpu']:.0f}^2 (CPU-time fit)" if a.get("crossover_fit_side_cpu") else ""))
+    for s, left in (record.get("skipped") or {}).items():
+        for item, why in left.items():
+            if item.startswith("net/"):
+                out.append(f"{item} at {s}: {why}")
     for level, x in res["xattn"].items():
         for r in x["rows"]:
             if r.get("exceeds_budget"):
@@ -460,50 +546,60 @@ def markdown(record: dict[str, Any]) -> str:
     """README tables rendered from a recorded JSON."""
     res = record["results"]
     m = record["machine"]
+    fmt = lambda x, f=".1f": "-" if x is None else format(x, f)  # noqa: E731
     out = [f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m.get('memory_gb')} GB; "
            + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
            + f"; threads 2 (child env {m.get('child_environment')}); load average start {record.get('loadavg_start')}, "
            f"end {record.get('loadavg_end')}; recorded {m.get('recorded_at')}.", ""]
     items = res["items"]
     cols = ["mcns/torch", "mcns/ort", "net/lite", "net/paper"]
-    out.append("| size | pixels | " + " | ".join(f"{c} ms (median)" for c in cols) + " | " + " | ".join(f"{c} +MB" for c in cols) + " |")
+    out.append("| size | pixels | " + " | ".join(f"{c} wall ms [CPU ms]" for c in cols) + " | " + " | ".join(f"{c} +MB" for c in cols) + " |")
     out.append("|---:|---:|" + "---:|" * (2 * len(cols)))
     for s in record["settings"]["sizes"]:
         t, mm = [], []
         for c in cols:
             row = next((r for r in items.get(c, []) if r["size"] == s), None)
-            t.append(f"{row['time_s']['median'] * 1e3:.1f}" if row and row["time_s"].get("median") else "-")
-            mm.append(f"{row['memory_delta_mb']:.0f}" if row and row.get("memory_delta_mb") is not None else "-")
+            t.append(f"{row['time_s']['median'] * 1e3:.0f} [{row['cpu_s']['median'] * 1e3:.0f}]"
+                     if row and row["time_s"].get("median") and row["cpu_s"].get("median") else "-")
+            mm.append(fmt(row.get("memory_delta_mb") if row else None, ".0f"))
         out.append(f"| {s} | {s * s} | " + " | ".join(t) + " | " + " | ".join(mm) + " |")
     out.append("")
-    out.append("| fit (P = pixels) | time exponent (r2) | memory exponent (r2) |")
-    out.append("|---|---:|---:|")
+    out.append("| MCNS power-law fit, y ~ P^k | wall median | wall min | CPU time | memory |")
+    out.append("|---|---:|---:|---:|---:|")
     for item in ("mcns/torch", "mcns/ort"):
         f = res["fits"].get(item, {})
-        ft, fm = f.get("time"), f.get("memory")
-        out.append(f"| {item} | {ft['exponent']:.3f} ({ft['r2']:.3f}) | " + (f"{fm['exponent']:.3f} ({fm['r2']:.3f})" if fm else "-") + " |"
-                   if ft else f"| {item} | - | - |")
+        out.append(f"| {item} | " + " | ".join(_fit_text(f.get(k)) for k in ("time", "time_min", "cpu", "memory")) + " |")
     out.append("")
     for preset, a in res["attention"].items():
-        out.append(f"**{preset}** (MCSD scales {a['mcsd_scales']}" + (f"; capped at {a['capped_at']}x{a['capped_at']}" if a.get("capped_at") else "") + ")")
+        out.append(f"**{preset}** (MCSD at scales {a['mcsd_scales']}; scale s has P/4^s tokens)")
         out.append("")
-        out.append("| size | tokens per MCSD scale | whole net ms | SFA attention ms | rest ms | attention share |")
-        out.append("|---:|---|---:|---:|---:|---:|")
+        out.append("| size | tokens per MCSD scale | whole net wall ms | SFA attention ms (as laid out by SFA: math kernel) | +MB | "
+                   "same attention contiguous (flash) ms | +MB | rest ms | attention share wall / CPU | net +MB |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in a["per_size"]:
-            out.append(f"| {r['size']} | {r['tokens']} | {r['net_s'] * 1e3:.1f} | {r['attention_s'] * 1e3:.2f} | {r['rest_s'] * 1e3:.1f} | "
-                       f"{r['attention_share'] * 100:.1f}% |")
-        fa, fr = a.get("fit_attention"), a.get("fit_rest")
+            mem = sum(v for v in r["attention_memory_delta_mb"].values() if v) if any(r["attention_memory_delta_mb"].values()) else None
+            memc = sum(v for v in r["attention_contiguous_memory_delta_mb"].values() if v) \
+                if any(r["attention_contiguous_memory_delta_mb"].values()) else None
+            out.append(f"| {r['size']} | {r['tokens']} | {r['net_s'] * 1e3:.0f} | {r['attention_s'] * 1e3:.1f} | {fmt(mem, '.0f')} | "
+                       f"{r['attention_contiguous_s'] * 1e3:.1f} | {fmt(memc, '.0f')} | {r['rest_s'] * 1e3:.0f} | "
+                       f"{r['attention_share'] * 100:.1f}% / {fmt(r['attention_share_cpu'] and r['attention_share_cpu'] * 100)}% | "
+                       f"{fmt(r['net_memory_delta_mb'], '.0f')} |")
         out.append("")
-        out.append(f"Fits: attention ~ P^{fa['exponent']:.2f}" if fa else "Fits: -")
-        if fr:
-            out[-1] += f", rest ~ P^{fr['exponent']:.2f}"
-        out[-1] += (f"; attention >= rest from {a['crossover_measured_size']}x{a['crossover_measured_size']} (measured)"
-                    if a["crossover_measured_size"] else "; attention < rest at every measured size")
+        line = f"Fits (wall): attention ~ {_fit_text(a.get('fit_attention'))}, rest ~ {_fit_text(a.get('fit_rest'))}"
+        line += (f"; attention >= rest from {a['crossover_measured_size']}x{a['crossover_measured_size']} (measured)"
+                 if a["crossover_measured_size"] else "; attention < rest at every measured size")
         if a.get("crossover_fit_side"):
-            out[-1] += f"; fitted crossover at ~{a['crossover_fit_side']:.0f}x{a['crossover_fit_side']:.0f} pixels"
-        out[-1] += "."
+            line += f"; fitted crossover at ~{a['crossover_fit_side']:.0f}x{a['crossover_fit_side']:.0f}"
+        if a.get("crossover_fit_side_cpu"):
+            line += f" (CPU-time fits: ~{a['crossover_fit_side_cpu']:.0f}x{a['crossover_fit_side_cpu']:.0f})"
+        out.append(line + ".")
         out.append("")
-    out.append("| size | cross-attn level | tokens N | one NxN fp32 matrix GB | measured math-SDPA +MB | median ms |")
+    for s, left in (record.get("skipped") or {}).items():
+        for item, why in left.items():
+            if item.startswith("net/"):
+                out.append(f"- {item} at {s}x{s}: {why}")
+    out.append("")
+    out.append("| size | cross-attention level | tokens N | one NxN fp32 matrix GB | measured math-SDPA +MB | wall ms (median) |")
     out.append("|---:|---|---:|---:|---:|---:|")
     for level, x in res["xattn"].items():
         for r in x["rows"]:
@@ -511,9 +607,8 @@ def markdown(record: dict[str, Any]) -> str:
                 out.append(f"| {r['size']} | {level} | {r['tokens']} | {r['matrix_gb']:.2f} | {r['note']} | - |")
             else:
                 t = (r.get("time_s") or {}).get("median")
-                mem = r.get("memory_delta_mb")
-                out.append(f"| {r['size']} | {level} | {r['tokens']} | {r['matrix_gb']:.3f} | {'-' if mem is None else format(mem, '.0f')} | "
-                           f"{'-' if t is None else format(t * 1e3, '.1f')} |")
+                out.append(f"| {r['size']} | {level} | {r['tokens']} | {r['matrix_gb']:.3f} | {fmt(r.get('memory_delta_mb'), '.0f')} | "
+                           f"{fmt(t and t * 1e3)} |")
     return "\n".join(out)
 
 

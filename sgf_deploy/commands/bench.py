@@ -35,7 +35,8 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--workdir", default="bench-work", show_default=True, type=click.Path(file_okay=False),
               help="exported model, calibration set, engines and inputs built by --all (reused when present)")
 @click.option("--scaling", is_flag=True, help="run the scaling study (MCNS, attention, network, cross-attention) instead")
-@click.option("--paper-max", default=384, show_default=True, type=click.IntRange(min=8), help="--scaling: largest size for the paper preset")
+@click.option("--paper-max", default=512, show_default=True, type=click.IntRange(min=8),
+              help="--scaling: largest size for the paper preset (the memory budget caps it too)")
 @click.option("--mem-budget-gb", default=6.0, show_default=True, type=float,
               help="--scaling: cross-attention sizes whose estimated N x N peak exceeds this are marked, not run")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="--scaling: write the PNG here")

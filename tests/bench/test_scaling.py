@@ -12,21 +12,27 @@ from sgf_deploy.bench import scaling as S
 
 
 def test_plan_caps_paper_and_marks_cross_attention_over_budget():
-    plan = S.plan_items([128, 512], paper_max=384, mem_budget_gb=6.0)
-    assert "net/paper" in plan[128] and "net/paper" not in plan[512]
-    assert "attn/paper/1" in plan[128] and "attn/lite/3" in plan[512]
+    plan, skipped = S.plan_items([128, 320, 384, 512], paper_max=512, mem_budget_gb=6.0)
+    assert "net/paper" in plan[320] and "net/paper" not in plan[384]
+    assert "math kernel" in skipped[384]["net/paper"] and "budget 6 GB" in skipped[384]["net/paper"]
+    assert {"attn/paper/1", "attnc/paper/1", "attn/lite/3", "attnc/lite/3"} <= set(plan[128])
+    assert "net/lite" in plan[512]  # 4096 bottleneck tokens: small
+    plan2, skipped2 = S.plan_items([256], paper_max=192, mem_budget_gb=6.0)
+    assert "net/paper" not in plan2[256] and "--paper-max" in skipped2[256]["net/paper"]
     assert "xattn/full" in plan[128]  # 2 x (16384^2 x 4 B) = 2 GiB <= 6 GB
     assert "xattn/full" not in plan[512] and "xattn/half" not in plan[512]
     assert S.xattn_matrix_bytes("full", 512) == (512 * 512) ** 2 * 4
     assert S.xattn_tokens("half", 320) == 160 * 160
+    assert S.net_attention_bytes("paper", 320) == 2 * (160 * 160) ** 2 * 4
 
 
 def test_run_scaling_tiny(tmp_path):
     record = S.run_scaling([16, 24], repeat=1, presets=("lite",), memory=False, mem_budget_gb=0.01, echo=None)
     res = record["results"]
-    assert set(res["items"]) >= {"mcns/torch", "mcns/ort", "net/lite", "attn/lite/3", "xattn/full", "xattn/half"}
+    assert set(res["items"]) >= {"mcns/torch", "mcns/ort", "net/lite", "attn/lite/3", "attnc/lite/3", "xattn/full", "xattn/half"}
     for item in ("mcns/torch", "mcns/ort"):
-        assert res["fits"][item]["time"]["n"] == 2
+        assert res["fits"][item]["time"]["n"] == 2 and res["fits"][item]["cpu"]["n"] == 2
+        assert all(r["cpu_s"]["n"] == 1 for r in res["items"][item])
     att = res["attention"]["lite"]
     assert [r["size"] for r in att["per_size"]] == [16, 24]
     assert att["per_size"][0]["tokens"] == {"3": 4}
@@ -35,12 +41,20 @@ def test_run_scaling_tiny(tmp_path):
     assert S.summary_lines(record)
 
 
-def test_memory_probe_of_mcns_in_ort():
-    res = M.run_probe(S.MODULE, {"item": "mcns/ort", "size": 32}, timeout=600)
+@pytest.mark.parametrize("item", ["mcns/ort", "attn/lite/3"])
+def test_memory_probe(item):
+    res = M.run_probe(S.MODULE, {"item": item, "size": 32}, timeout=600)
     assert "error" not in res, res
     assert res["peak_rss_mb"] > 0 and res["cold_seconds"] > 0
     if res["peak_reset"]:
         assert res["delta_mb"] >= 0
+
+
+def test_attention_items_compute_the_same_values():
+    """attn (SFA's transposed layout) and attnc (contiguous) differ only in memory layout."""
+    k = S._Kernels("torch")
+    a, c = k.build("attn/paper/1", 32)(), k.build("attnc/paper/1", 32)()
+    np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_mcns_ort_matches_torch_op():
@@ -56,10 +70,12 @@ def _fake_record() -> dict:
     times = {"mcns/torch": {s: [1e-8 * s * s] for s in sizes}, "mcns/ort": {s: [0.8e-8 * s * s] for s in sizes},
              "net/lite": {s: [2e-7 * s * s + 1e-13 * (s * s / 64) ** 2] for s in sizes},
              "attn/lite/3": {s: [1e-13 * (s * s / 64) ** 2] for s in sizes},
+             "attnc/lite/3": {s: [0.5e-13 * (s * s / 64) ** 2] for s in sizes},
              "xattn/full": {128: [0.5]}, "xattn/half": {128: [0.01], 256: [0.5]}}
     mem = {"mcns/torch": {s: {"delta_mb": 1e-4 * s * s} for s in sizes},
            "xattn/full": {128: {"delta_mb": 2100.0}}}
-    res = S.analyse(sizes, times, mem, ("lite",), 384, 6.0)
+    cpu = {k: {s: [x * 1.5 for x in v] for s, v in per.items()} for k, per in times.items()}
+    res = S.analyse(sizes, times, mem, ("lite",), 384, 6.0, cpu)
     return {"machine": M.machine_info(), "loadavg_start": [1, 1, 1], "loadavg_end": [1, 1, 1],
             "settings": {"sizes": sizes, "mem_budget_gb": 6.0}, "results": res}
 
@@ -73,13 +89,19 @@ def test_analyse_fits_and_crossover():
     # attention = rest: 1e-13 P^2 / 4096 = 2e-7 P -> P = 8.192e9
     assert lite["crossover_fit_pixels"] == pytest.approx(2e-7 * 4096 / 1e-13, rel=1e-4)
     assert lite["crossover_measured_size"] is None
+    assert lite["crossover_fit_side_cpu"] == pytest.approx(lite["crossover_fit_side"], rel=1e-4)
+    assert res["fits"]["mcns/torch"]["cpu"]["exponent"] == pytest.approx(1.0, abs=1e-6)
     full = {r["size"]: r for r in res["xattn"]["full"]["rows"]}
     assert full[512].get("exceeds_budget") and "not run" in full[512]["note"]
     assert full[128]["memory_delta_mb"] == 2100.0
 
 
-def test_plot_writes_png(tmp_path):
+def test_plot_and_markdown(tmp_path):
     from sgf_deploy.bench.plot import plot_scaling
 
-    out = plot_scaling(_fake_record(), tmp_path / "scaling.png")
+    record = _fake_record()
+    out = plot_scaling(record, tmp_path / "scaling.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = S.markdown(record)
+    assert "| mcns/torch |" in text and "not run" in text
+    assert S.summary_lines(record)
