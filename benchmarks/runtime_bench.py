@@ -170,6 +170,7 @@ def main() -> None:
 
     from sgf_deploy.runtime.select import DEFAULT_CHECKPOINT
 
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="sgf-runtime-bench-"))
     env = _env()
     env["SGF_DEPLOY_CACHE"] = str(work / "cache")
@@ -213,7 +214,9 @@ def main() -> None:
     wall, rss, rc, text = run_child(run_cmd, work, env)  # warm-up (first use builds the cache)
     if rc:
         raise SystemExit(f"sgf-deploy run failed:\n{text}")
-    first = {"wall_s": round(wall, 3), "peak_rss_mb": round(rss, 1)}
+    first = {"wall_s": round(wall, 3), "peak_rss_mb": round(rss, 1),
+             "what": ("first use: exports + builds + caches the default engine (imports torch); not part of the targets"
+                      if DEFAULT_CHECKPOINT.is_file() else "warm-up run (engine already built)")}
     walls, rsss = [], []
     for _ in range(args.repeats):
         wall, rss, rc, text = run_child(run_cmd, work, env)
@@ -246,7 +249,9 @@ def main() -> None:
     result = {
         "benchmark": "runtime (issue 6)",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
+        "machine": dict(machine(), load_average_at_start_1_5_15=load_at_start),
+        "contention_note": ("the 2 cores are shared with other jobs; a load average above 2 means the figures are "
+                            "pessimistic (every process got a fraction of the CPU)"),
         "model": {"preset": "lite", "weights": weights, "checkpoint": str(checkpoint)},
         "engine": {"backend": built.manifest.get("backend"), "precision": built.manifest.get("precision"),
                    "build_seconds_incl_export": round(build_s, 2)},

@@ -92,12 +92,12 @@ class _Inputs:
 def _run_stack(infer, ref: np.ndarray, tar: np.ndarray, batch: int, stack: int) -> dict[str, Any]:
     infer(ref[:batch], tar[:batch])  # warm-up, excluded
     calls = []
-    t_start = time.perf_counter()
+    c_start, t_start = time.process_time(), time.perf_counter()
     for i in range(0, stack, batch):
         t0 = time.perf_counter()
         infer(ref[i : i + batch], tar[i : i + batch])
         calls.append(time.perf_counter() - t0)
-    return {"calls": calls, "stack_s": time.perf_counter() - t_start}
+    return {"calls": calls, "stack_s": time.perf_counter() - t_start, "stack_cpu_s": time.process_time() - c_start}
 
 
 def _ort_profile(spec: dict[str, Any], ref: np.ndarray, tar: np.ndarray, runs: int, workdir: str) -> dict[str, Any]:
@@ -519,6 +519,10 @@ def run_backends(
         "latency": "wall time of one infer() call of b slices / b (normalised, padded float32 in, float32 out; "
                    "pre/post-processing excluded)",
         "throughput": f"{stack} / median wall time of the {stack}-slice stack",
+        "cpu_time": "process CPU time (all threads) of the stack; ratio_vs_pytorch_cpu_time = PyTorch CPU s / engine CPU s, "
+                    "a contention-robust cross-check of the wall-clock ratio (ONNX Runtime's intra-op threads spin while "
+                    "waiting, so its CPU time includes spinning: conservative for ONNX Runtime)",
+        "calib_n": calib_n,
         "memory": "peak RSS (VmHWM = ru_maxrss) of a fresh process that loads one backend and runs 2 calls at (size, batch)",
         "startup": "fresh process: spawn -> first output at (size, batch) (interpreter, imports, load, first call)",
         "parity": f"simulate({pair!r}, {task!r}, 'test', {parity_n}, seed={PARITY_SEED}) at native 233x197 "
@@ -593,6 +597,7 @@ def analyse(specs: list[dict[str, Any]], configs: list[tuple[int, int]], times: 
         key = f"{s}x{b}"
         ref_runs = times.get("pytorch-fp32", {}).get(key, [])
         ref_med = float(np.median([r["stack_s"] for r in ref_runs])) if ref_runs else None
+        ref_cpu = float(np.median([r["stack_cpu_s"] for r in ref_runs])) if ref_runs else None
         rows = {}
         for spec in specs:
             runs = times.get(spec["name"], {}).get(key, [])
@@ -603,6 +608,7 @@ def analyse(specs: list[dict[str, Any]], configs: list[tuple[int, int]], times: 
             per_slice = [c / b for r in runs for c in r["calls"]]
             stack_times = [r["stack_s"] for r in runs]
             med = float(np.median(stack_times))
+            cpu_med = float(np.median([r["stack_cpu_s"] for r in runs]))
             paired = [rr["stack_s"] / r["stack_s"] for r, rr in zip(runs, ref_runs)] if ref_runs else []
             ok = [p for p in pr if "error" not in p]
             rows[spec["name"]] = {
@@ -613,6 +619,8 @@ def analyse(specs: list[dict[str, Any]], configs: list[tuple[int, int]], times: 
                 "ratio_vs_pytorch": (ref_med / med) if ref_med else None,
                 "ratio_vs_pytorch_paired_median": float(np.median(paired)) if paired else None,
                 "ratio_vs_pytorch_paired_range": [float(min(paired)), float(max(paired))] if paired else None,
+                "stack_cpu_s_median": cpu_med,
+                "ratio_vs_pytorch_cpu_time": (ref_cpu / cpu_med) if ref_cpu and cpu_med else None,
                 "peak_rss_mb": max((p["peak_rss_mb"] for p in ok), default=None),
                 "rss_after_load_mb": max((p["rss_after_load_mb"] for p in ok if p.get("rss_after_load_mb")), default=None),
                 "startup_s": M.summarize([p["startup_s"] for p in ok]) if ok else None,
@@ -644,6 +652,7 @@ def judge_bar(record: dict[str, Any]) -> dict[str, Any]:
             got = row["ratio_vs_pytorch"]
             bar["checks"].append({"what": f"{name} throughput / pytorch-fp32 at {res['size']}x{res['size']} batch {res['batch']}",
                                   "value": got, "paired_median": row.get("ratio_vs_pytorch_paired_median"),
+                                  "cpu_time_ratio": row.get("ratio_vs_pytorch_cpu_time"),
                                   "need": need, "pass": got >= need,
                                   "shortfall": None if got >= need else need - got})
     par = (record.get("parity") or {}).get("ort-int8")
@@ -676,7 +685,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
                                                    if isinstance(v, dict) and not v.get("runnable") and v.get("reason")))
     for key, res in record.get("results", {}).items():
         lines.append(f"-- {res['size']}x{res['size']} batch {res['batch']} --  backend: p50/p95 ms/slice, slices/s, x pytorch "
-                     "(paired median), peak RSS MB, start-up s")
+                     "(paired median) [CPU-time ratio], peak RSS MB, start-up s")
         order = [b["name"] for b in record.get("backends", []) if b["name"] in res["backends"]]
         for name in order + [n for n in res["backends"] if n not in order]:
             row = res["backends"][name]
@@ -687,7 +696,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
             st = row.get("startup_s") or {}
             lines.append(
                 f"  {name:14s} {lat['p50']:8.1f} / {lat['p95']:8.1f}  {row['throughput_slices_per_s']:7.2f}  "
-                f"x{row['ratio_vs_pytorch']:.2f} ({row['ratio_vs_pytorch_paired_median']:.2f})  "
+                f"x{row['ratio_vs_pytorch']:.2f} ({row['ratio_vs_pytorch_paired_median']:.2f}) [{row['ratio_vs_pytorch_cpu_time']:.2f}]  "
                 f"{row['peak_rss_mb'] or float('nan'):7.0f}  {st.get('median', float('nan')):6.2f}")
     for name, par in (record.get("parity") or {}).items():
         pe = par["psnr_engine_vs_pytorch_db"]
@@ -725,19 +734,21 @@ def markdown(record: dict[str, Any]) -> str:
     for key, res in record.get("results", {}).items():
         out.append(f"**{res['size']}x{res['size']}, batch {res['batch']}**")
         out.append("")
-        out.append("| backend | p50 ms/slice | p95 ms/slice | slices/s (32-stack) | x PyTorch (ratio of medians) | paired median [min, max] | peak RSS MB | start-up s (median) |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| backend | p50 ms/slice | p95 ms/slice | slices/s (32-stack) | x PyTorch (ratio of medians) | paired median [min, max] | "
+                   "x PyTorch in CPU time | peak RSS MB | start-up s (median) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         order = [b["name"] for b in record.get("backends", []) if b["name"] in res["backends"]]
         for name in order + [n for n in res["backends"] if n not in order]:
             row = res["backends"][name]
             if "skipped" in row:
-                out.append(f"| {name} | skipped: {row['skipped']} |||||||")
+                out.append(f"| {name} | skipped: {row['skipped']} ||||||||")
                 continue
             lat = row["latency_ms_per_slice"]
             rng = row.get("ratio_vs_pytorch_paired_range") or [float("nan")] * 2
             st = (row.get("startup_s") or {}).get("median")
             out.append(f"| {name} | {lat['p50']:.1f} | {lat['p95']:.1f} | {row['throughput_slices_per_s']:.2f} | "
                        f"{row['ratio_vs_pytorch']:.2f} | {row['ratio_vs_pytorch_paired_median']:.2f} [{rng[0]:.2f}, {rng[1]:.2f}] | "
+                f"{row['ratio_vs_pytorch_cpu_time']:.2f} | "
                        f"{row['peak_rss_mb']:.0f} | {st if st is None else format(st, '.2f')} |")
         out.append("")
     if record.get("parity"):

@@ -36,22 +36,23 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
     mach = record.get("machine", {})
     fig, axes = plt.subplots(2, 2, figsize=(12, 9.5))
     ax = axes[0, 0]
-    for item, style in (("mcns/torch", "o-"), ("mcns/ort", "s-")):
-        xs, ys = _series(items.get(item, []))
-        if not xs:
-            continue
-        f = (fits.get(item) or {}).get("time")
-        label = f"{item}" + (f"  ~P^{f['exponent']:.2f}" if f else "")
-        ax.loglog(xs, np.array(ys) * 1e3, style, label=label)
-        if f:
-            px = np.array([min(xs), max(xs)], float)
-            ax.loglog(px, f["coefficient"] * px ** f["exponent"] * 1e3, "k:", lw=0.8)
+    for item, style, color in (("mcns/torch", "o", "tab:blue"), ("mcns/ort", "s", "tab:orange")):
+        for key, fkey, ls, what in (("time_s", "time", "-", "wall"), ("cpu_s", "cpu", "--", "CPU")):
+            xs, ys = _series(items.get(item, []), key)
+            if not xs:
+                continue
+            f = (fits.get(item) or {}).get(fkey)
+            label = f"{item} {what}" + (f"  ~P^{f['exponent']:.2f}" if f else "")
+            ax.loglog(xs, np.array(ys) * 1e3, style + ls, color=color, label=label, mfc="none" if what == "CPU" else None)
+            if f:
+                px = np.array([min(xs), max(xs)], float)
+                ax.loglog(px, f["coefficient"] * px ** f["exponent"] * 1e3, "k:", lw=0.8)
     xs, _ = _series(items.get("mcns/torch", []))
     if xs:  # a slope-1 guide
         px = np.array([min(xs), max(xs)], float)
         y0 = _series(items["mcns/torch"])[1][0] * 1e3
         ax.loglog(px, y0 * px / px[0], color="grey", lw=0.6, ls="--", label="slope 1 (linear)")
-    ax.set(title="MCNS alone (C=64, G=8, batch 1): time", xlabel="pixels P", ylabel="median ms")
+    ax.set(title="MCNS alone (C=64, G=8, batch 1): wall and CPU time", xlabel="pixels P", ylabel="median ms")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
 
@@ -85,12 +86,15 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
         ax.loglog(px, [max(r["attention_s"], 1e-9) * 1e3 for r in a["per_size"]], "x--", color=color,
                   label=f"{preset}: SFA attention alone")
         ax.loglog(px, [max(r["rest_s"], 1e-9) * 1e3 for r in a["per_size"]], ".:", color=color, label=f"{preset}: rest")
+        if any(r.get("attention_contiguous_s") for r in a["per_size"]):
+            ax.loglog(px, [max(r.get("attention_contiguous_s") or 0, 1e-9) * 1e3 for r in a["per_size"]], "+-.", color=color,
+                      label=f"{preset}: same attention, contiguous Q/K/V (flash)")
     for level, color in (("full", "tab:red"), ("half", "tab:purple")):
         pts = [(r["size"] ** 2, r["time_s"]["median"] * 1e3) for r in res["xattn"][level]["rows"]
                if r.get("time_s", {}).get("median")]
         if pts:
             ax.loglog(*zip(*pts), "s-", color=color, label=f"MTrans-style cross-attn {level}-res (math)")
-    ax.set(title="Whole network vs its attention (torch eager, batch 1)", xlabel="pixels P", ylabel="median ms")
+    ax.set(title="Whole network vs its SFA attention (torch eager, batch 1, wall)", xlabel="pixels P", ylabel="median ms")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
 

@@ -19,6 +19,9 @@ from ..engines.identity import BACKEND_CHOICES
 @click.option("--calib-method", default="entropy", show_default=True, type=click.Choice(["entropy", "max", "percentile"]))
 @click.option("--quantizer", default="ort", show_default=True, type=click.Choice(["ort", "modelopt"]),
               help="INT8 quantizer: ONNX Runtime quantize_static, or NVIDIA ModelOpt if installed")
+@click.option("--int8-activations", default="auto", show_default=True,
+              type=click.Choice(["auto", "int8", "uint8", "uint8-asym"]),
+              help="INT8 activation type; auto: uint8 asymmetric for ONNX Runtime, int8 symmetric for TensorRT")
 @click.option("--shapes", default=None, metavar="MIN:OPT:MAX",
               help="optimisation profile, e.g. 1x1x64x64:1x1x320x320:4x1x512x512, or one shape (static)")
 @click.option("--keep-fp32", default=None, metavar="PATTERNS",
@@ -33,7 +36,7 @@ from ..engines.identity import BACKEND_CHOICES
               help="held-out simulated slices for the build-time PSNR vs PyTorch (0: skip)")
 @click.option("--out", "out_dir", default="engines", show_default=True, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="overwrite an existing engine of the same name")
-def command(onnx_path, backend, precision, calib, calib_method, quantizer, shapes, keep_fp32, exclude, threads,
+def command(onnx_path, backend, precision, calib, calib_method, quantizer, int8_activations, shapes, keep_fp32, exclude, threads,
             mcns, targets, parity, out_dir, force) -> None:
     """Build an engine from the exported ONNX file and print its build-time parity."""
     if precision is None:
@@ -42,4 +45,5 @@ def command(onnx_path, backend, precision, calib, calib_method, quantizer, shape
 
     build_engine(onnx_path, backend=backend, precision=precision, calib=calib, shapes=shapes, out_dir=out_dir,
                  overwrite=force, keep_fp32=keep_fp32, exclude=exclude, calib_method=calib_method, mcns=mcns,
-                 threads=threads, quantizer=quantizer, targets=targets, parity=parity, echo=click.echo)
+                 threads=threads, quantizer=quantizer, targets=targets, int8_activations=int8_activations,
+                 parity=parity, echo=click.echo)

@@ -108,6 +108,7 @@ def build_engine(
     threads: int | None = None,
     quantizer: str = "ort",
     targets: str | Iterable[str] | None = None,
+    int8_activations: str = "auto",
     parity: int = 4,
     calibration_dir: str | os.PathLike = "calibration",
     echo: Callable[[str], None] | None = None,
@@ -119,6 +120,8 @@ def build_engine(
     how to make one; scales are never invented). ``shapes``: ``MIN:OPT:MAX`` profile.
     ``keep_fp32`` / ``exclude``: node patterns (:mod:`sgf_deploy.calibration.patterns`).
     ``targets``: TensorRT-RTX compute capabilities (e.g. ``"sm86,sm89"``; default the library's).
+    ``int8_activations``: auto (ONNX Runtime: uint8 asymmetric; TensorRT: int8 symmetric) | int8 |
+    uint8 | uint8-asym (:mod:`sgf_deploy.calibration.int8`).
     ``parity``: held-out slices for the build-time PSNR (0 skips it)."""
     say = echo or (lambda _msg: None)
     onnx_path = Path(onnx_path) if onnx_path is not None else find_onnx()
@@ -155,6 +158,8 @@ def build_engine(
             variant["int8_float_nodes"] = chosen
         if quantizer != "ort":
             variant["quantizer"] = quantizer
+        if int8_activations != "auto":
+            variant["activations"] = int8_activations
     if mcns != "function":
         variant["mcns"] = mcns
 
@@ -203,6 +208,7 @@ def build_engine(
             say(f"INT8: calibrating on {calib_set.folder} ({len(calib_set)} pairs, {calib_method}) ...")
             precision_info = quantize_int8(onnx_path, model_path, calib_set, method=calib_method, exclude=exclude,
                                            keep_fp32=keep_fp32, backend=backend, quantizer=quantizer,
+                                           activation_type=int8_activations,
                                            input_shape=tuple(fixed) if fixed else None)
             say(f"INT8: {precision_info['qdq']['quantize_linear']} QuantizeLinear, "
                 f"{len(precision_info['float_nodes'])} node(s) left in float ({', '.join(precision_info['float_patterns'])}); "
@@ -241,6 +247,7 @@ def build_engine(
                 "exclude": exclude if exclude is None or isinstance(exclude, str) else list(exclude),
                 "calib_method": calib_method if precision == "int8" else None,
                 "quantizer": quantizer if precision == "int8" else None,
+                "int8_activations": int8_activations if precision == "int8" else None,
                 "mcns": mcns,
                 "threads": threads,
                 "targets": list(targets_t) or None,

@@ -125,25 +125,36 @@ def rank(candidates: list[Candidate]) -> list[Candidate]:
 
 def validated_candidates(engines_dir: Path) -> list[Candidate]:
     """Engines in ``engines_dir`` whose manifest says ``validation.verdict == "pass"``, ranked."""
+    return rank([c for c in _scan(engines_dir) if validation_status(c.engine_path, c.manifest).ok])
+
+
+def ignored_engines(engines_dir: Path) -> list[str]:
+    """``"<file>: <why>"`` for each engine in ``engines_dir`` that ``auto`` will not consider."""
+    out = []
+    for c in _scan(engines_dir):
+        status = validation_status(c.engine_path, c.manifest)
+        if not status.ok:
+            out.append(f"{c.engine_path}: {status.label}")
+    return out
+
+
+def _scan(engines_dir: Path) -> list[Candidate]:
     from ..engines import read_manifest
 
     found: list[Candidate] = []
-    if not engines_dir.is_dir():
+    if not Path(engines_dir).is_dir():
         return found
-    for manifest_path in sorted(engines_dir.glob("*.json")):
-        engine_path = manifest_path.with_name(manifest_path.name[: -len(".json")])
+    for manifest_file in sorted(Path(engines_dir).glob("*.json")):
+        engine_path = manifest_file.with_name(manifest_file.name[: -len(".json")])
         if not engine_path.is_file():
-            continue
+            continue  # e.g. an export sidecar, or a manifest whose engine was deleted
         try:
             manifest = read_manifest(engine_path)
         except SgfError:
             continue
-        if not isinstance(manifest, dict):
-            continue
-        validation = manifest.get("validation")
-        if isinstance(validation, dict) and validation.get("verdict") == "pass":
+        if isinstance(manifest, dict):
             found.append(Candidate(engine_path, manifest))
-    return rank(found)
+    return found
 
 
 @dataclass
@@ -170,6 +181,9 @@ def select_engine(engine: str | None, *, engines_dir: str | os.PathLike = "engin
                                             allow_unvalidated=allow_unvalidated), "explicit")
 
     candidates = validated_candidates(Path(engines_dir))
+    if echo:
+        for line in ignored_engines(Path(engines_dir)):
+            echo(f"not considered (no passing validation): {line}")
     models = sorted({c.model_label() for c in candidates if c.checkpoint} or set())
     if len({c.checkpoint for c in candidates}) > 1:
         raise SgfError(

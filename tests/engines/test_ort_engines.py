@@ -67,11 +67,12 @@ def test_fp16_keeps_mcns_head_attention_fp32(engines):
     assert conv["fp32_weights_restored"] >= 2  # the output head's weight and bias
 
 
-def test_int8_qdq_is_tensorrt_style(engines):
+def test_int8_qdq(engines):
     manifest = read_manifest(engines["int8"][0])
     conv = manifest["precision_conversion"]
     assert conv["qdq"]["int32_dequantize_inputs"] == 0 and conv["qdq"]["quantize_linear"] > 20
-    assert "symmetric" in conv["activations"] and conv["bias"].startswith("float")
+    assert conv["activations"].startswith("uint8, asymmetric") and conv["bias"].startswith("float")
+    assert conv["qdq"]["zero_point_types"].keys() <= {"UINT8", "INT8"}
     assert conv["extra_options"]["QuantizeBias"] is False
     assert any("Softmax" in n for n in conv["float_nodes"])
     assert manifest["calibration"]["n"] == 8 and manifest["calibration"]["source"] == "sim"

@@ -88,8 +88,12 @@ def test_auto_picks_best_runnable_validated(tmp_path, fake_backend):
         "d-int8-failed.onnx": _manifest("cpu", "int8", verdict="fail"),
         "e-gpu.engine": _manifest("cuda", "int8"),
     })
-    sel = select.select_engine(None, engines_dir=d)
+    notes = []
+    sel = select.select_engine(None, engines_dir=d, echo=notes.append)
     assert sel.source == "engines"
+    assert sorted(n.split("/")[-1] for n in notes) == [
+        "c-int8-unvalidated.onnx: never validated (no validation in its manifest)",
+        "d-int8-failed.onnx: validation verdict 'fail'"]
     assert sel.reconstructor.engine_path.name == "b-int8.onnx"
     assert len(sel.skipped) == 1 and "e-gpu.engine" in sel.skipped[0] and "no GPU" in sel.skipped[0]
     assert [c.engine_path.name for c in select.validated_candidates(d)] == ["e-gpu.engine", "b-int8.onnx", "a-fp32.onnx"]
