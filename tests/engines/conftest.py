@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from engine_cli import run_cli  # noqa: F401  (used by fixtures here)
 
 
 def _export(tmp_path_factory, preset: str, static=None) -> Path:
@@ -31,23 +32,6 @@ def lite_onnx(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paper_onnx(tmp_path_factory) -> Path:
     return _export(tmp_path_factory, "paper", static=(32, 40))
-
-
-def run_cli(args: list[str], cwd: Path) -> tuple[int, str]:
-    """Run ``sgf-deploy ARGS`` in-process in ``cwd``; (exit code, stdout + stderr)."""
-    import os
-
-    from click.testing import CliRunner
-
-    from sgf_deploy.cli import cli
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.output
 
 
 @pytest.fixture(scope="session")

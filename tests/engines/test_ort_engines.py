@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from engine_cli import run_cli
 
 from sgf_deploy.engines import build_engine, load_engine, read_manifest, update_manifest
 from sgf_deploy.engines.manifest import REQUIRED_KEYS, manifest_path
