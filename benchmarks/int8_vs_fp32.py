@@ -129,17 +129,29 @@ def profile(engine: Path, ref: np.ndarray, tar: np.ndarray, threads: int, runs: 
 
 
 def build_pair(checkpoint: Path, work: Path, calib_n: int, threads: int, parity: int, echo=print) -> dict:
+    """Export, calibrate, build FP32 + INT8; a workdir from an earlier run is reused as it is."""
     from sgf_deploy.calibration import write_calibration_set
-    from sgf_deploy.engines import build_engine
+    from sgf_deploy.engines import BuildResult, build_engine, read_manifest
+    from sgf_deploy.engines.manifest import manifest_path
     from sgf_deploy.export import export_onnx
 
-    onnx_path = export_onnx(checkpoint, out=work / "export" / "model.onnx").path
-    calib = write_calibration_set("sim", calib_n, work / "calibration" / "set", echo=echo)
-    fp32 = build_engine(onnx_path, backend="onnxruntime", precision="fp32", out_dir=work / "engines", threads=threads,
-                        parity=parity, echo=echo)
-    int8 = build_engine(onnx_path, backend="onnxruntime", precision="int8", calib=calib, out_dir=work / "engines",
-                        threads=threads, parity=parity, echo=echo)
-    return {"onnx": onnx_path, "fp32": fp32, "int8": int8}
+    onnx_path = work / "export" / "model.onnx"
+    if not onnx_path.is_file():
+        export_onnx(checkpoint, out=onnx_path)
+    calib = work / "calibration" / "set"
+    if not calib.is_dir():
+        write_calibration_set("sim", calib_n, calib, echo=echo)
+    out = {"onnx": onnx_path}
+    for precision in ("fp32", "int8"):
+        found = sorted((work / "engines").glob(f"model.ort-*.{precision}*.onnx")) if (work / "engines").is_dir() else []
+        if found:
+            out[precision] = BuildResult(found[0], manifest_path(found[0]), read_manifest(found[0]))
+            echo(f"reusing {found[0]}")
+        else:
+            out[precision] = build_engine(onnx_path, backend="onnxruntime", precision=precision,
+                                          calib=calib if precision == "int8" else None, out_dir=work / "engines",
+                                          threads=threads, parity=parity, echo=echo)
+    return out
 
 
 def width_study(widths: list[str], work: Path, size: int, threads: int, rounds: int, calib: Path) -> list[dict]:
@@ -214,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(min {timing['fp32']['min_ms']}), INT8 {timing['int8']['median_ms']} ms (min {timing['int8']['min_ms']}): "
           f"x{speedup_median:.2f} median, x{speedup_min:.2f} min", flush=True)
     profiles = {k: profile(built[k].engine_path, ref, tar, args.threads) for k in ("fp32", "int8")}
-    widths = width_study(args.widths, work, args.size, args.threads, max(8, args.rounds // 3),
-                         built["int8"].manifest["calibration"]["path"]) if args.widths else []
+    widths = []
+    if args.widths:
+        from sgf_deploy.calibration import write_calibration_set
+
+        small = work / "calibration" / "width-study"
+        if not small.is_dir():
+            write_calibration_set("sim", 8, small)
+        widths = width_study(args.widths, work, args.size, args.threads, max(8, args.rounds // 3), small)
     info["load_average_end"] = list(os.getloadavg())
     parity = {k: {key: built[k].manifest["build_parity"].get(key) for key in
                   ("psnr_db", "max_abs_error", "psnr_vs_ground_truth", "reference", "slices")} for k in ("fp32", "int8")}

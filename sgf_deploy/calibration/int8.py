@@ -2,10 +2,11 @@
 INT8 builder flag or calibrator classes: the scales live in the ONNX file).
 
 Default quantizer: ONNX Runtime ``quantize_static`` in QDQ format, per-channel symmetric int8
-weights, symmetric activations, biases left in float (``QuantizeBias: False``; TensorRT rejects an
+weights, activations as below, biases left in float (``QuantizeBias: False``; TensorRT rejects an
 int32 bias: "DequantizeLinear input has type Int32"), calibration method entropy / max
-(``CalibrationMethod.MinMax``) / percentile, MCNS, the attention (MatMul/Softmax) and the output
-head left in float by default, more nodes excluded by pattern (:mod:`.patterns`).
+(``CalibrationMethod.MinMax``) / percentile. Left in float by default: MCNS, the attention
+(MatMul/Softmax) and the node producing the output (the residual Add); more nodes by pattern
+(:mod:`.patterns`).
 
 Activation type (evidence: ``benchmarks/int8_vs_fp32.py`` and the numbers below, trained default
 ``lite`` model, 8 held-out simulated slices, PSNR vs PyTorch / change of PSNR vs ground truth):
@@ -89,7 +90,7 @@ def quantize_int8(
 
     ``backend`` picks the activation type (``activation_type="auto"``, see the module docstring).
 
-    Nodes left in float: ``keep_fp32`` (default ``@mcns,@attention,@head``) plus ``exclude``. Returns
+    Nodes left in float: ``keep_fp32`` (default ``@mcns,@attention,@output``) plus ``exclude``. Returns
     what was done (for the engine manifest). The result is checked: no DequantizeLinear reads an
     int32 tensor, the MCNS function survived, and for TensorRT every activation zero point is 0."""
     import onnx

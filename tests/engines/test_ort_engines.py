@@ -13,7 +13,7 @@ from engine_cli import run_cli
 
 from sgf_deploy.engines import build_engine, load_engine, read_manifest, update_manifest
 from sgf_deploy.engines.manifest import REQUIRED_KEYS, manifest_path
-from sgf_deploy.errors import EngineMismatchError, InputError, OutputExistsError, SgfError
+from sgf_deploy.errors import EngineMismatchError, InputError, SgfError
 
 PARITY = "2"
 
