@@ -88,9 +88,14 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
                                + f"): relative error {fj['rel_error']:.3g} vs median {fj['median_before']:.3g} before")
                 for row in lw.get("top_added", [])[:5]:
                     extra = ""
-                    if row.get("float_node"):
+                    if row.get("float_node") and row.get("rel_error_before_output_quantization") is not None:
                         extra = (f" (runs in float: {row['rel_error_before_output_quantization']:.3g} before its output "
                                  f"is quantized for {', '.join(row.get('consumers', [])) or 'its consumers'})")
+                    elif row.get("float_node") and row.get("consumers"):
+                        extra = (" (left in float by the build; its output is quantized for "
+                                 f"{', '.join(row['consumers'])})")
+                    elif row.get("float_node"):
+                        extra = " (left in float by the build, as are its consumers: the error comes from its inputs)"
                     click.echo(f"    adds error: {row['node']} ({row['op']}): relative error {row['input_rel_error']:.3g} "
                                f"in -> {row['rel_error']:.3g} out{extra}")
                 for note in lw.get("notes", [])[:-1]:  # the last one is the method note

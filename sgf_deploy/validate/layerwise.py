@@ -524,16 +524,32 @@ def layerwise_compare(engine: Path, manifest: dict[str, Any], fp32_onnx: Path | 
             names = ", ".join(d["initializer"] for d in diff["differing"][:5])
             notes.append(f"the ONNX file {fp32_onnx} does not carry the checkpoint's weights ({names} differ): "
                          "re-export it with sgf-deploy export and rebuild the engine")
+    # Nodes the build left in float (manifest), e.g. MCNS: an error jump at their output comes from
+    # their inputs' error, amplified, and/or from quantizing their output for INT8 consumers.
+    conversion = manifest.get("precision_conversion") if isinstance(manifest.get("precision_conversion"), dict) else {}
+    float_nodes: set[str] = set(conversion.get("float_nodes") or [])
+    if float_nodes:
+        consumers: dict[str, list[str]] = {}
+        for n in fp32_model.graph.node:
+            if n.op_type not in SKIP_OPS and n.name:
+                for i in n.input:
+                    consumers.setdefault(i, []).append(n.name)
+        for row in result["tensors"] + ([result["first_jump"]] if result.get("first_jump") else []):
+            if row["node"] in float_nodes:
+                row["float_node"] = True
+                # only INT8 consumers quantize this tensor; float consumers read it as is
+                row["consumers"] = [c for c in consumers.get(row["tensor"], []) if c not in float_nodes]
     keep: list[str] = []
     rows = ([result["first_jump"]] if result["first_jump"] else []) + list(result["top_added"][:2])
     for row in rows:
-        if row.get("float_node") and row["rel_error"] > 2 * row.get("rel_error_before_output_quantization", 0.0):
+        if row.get("float_node") and (row.get("rel_error_before_output_quantization") is None
+                                      or row["rel_error"] > 2 * row["rel_error_before_output_quantization"]):
             # a float node whose output loses most in its quantization: keep its consumers in float
             names = list(row.get("consumers", []))
         else:
             names = [f["node"] for f in row.get("fused_inputs_from", [])] + str(row["node"]).split(",")
         for node in names:
-            if node and node not in keep and len(keep) < 6:
+            if node and node not in keep and node not in float_nodes and len(keep) < 6:
                 keep.append(node)
     result["keep_fp32_candidates"] = keep
     precision = str(manifest.get("precision") or "").lower()

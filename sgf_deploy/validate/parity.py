@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from ..artifacts import sha256_file
+from ..artifacts import check_writable, sha256_file
 from ..errors import CheckpointError, EngineMismatchError, InputError, MissingDependencyError, SgfError
 from .data import ValidationData, load_data
 from .stats import paired_comparison
@@ -455,8 +455,6 @@ def validate_engine(
     precision = str(manifest.get("precision") or "fp32").lower()
     thresholds = thresholds_for(precision, min_parity_psnr, max_delta_psnr)
     report_dir = Path(report) if report is not None else Path(DEFAULT_REPORTS_DIR) / engine.stem
-    from ..artifacts import check_writable
-
     check_writable(report_dir, overwrite, "--force")
 
     # The engine first: if it cannot run here, say so before anything else (and write nothing).
@@ -554,9 +552,7 @@ def validate_engine(
             except SgfError as exc:
                 layer = {"run": False, "reason": str(exc)}
 
-    from ..artifacts import sha256_file as _sha
-
-    engine_sha = _sha(engine)
+    engine_sha = sha256_file(engine)
     if manifest.get("engine_sha256") and manifest["engine_sha256"] != engine_sha:
         reasons.append(f"engine file SHA-256 {engine_sha[:12]}... differs from its manifest "
                        f"({str(manifest['engine_sha256'])[:12]}...): the file was changed after the build")
