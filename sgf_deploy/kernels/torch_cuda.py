@@ -19,7 +19,9 @@ import os
 import torch
 
 from sgf_deploy.kernels import nvrtc as _nvrtc
-from sgf_deploy.model.mcns import OUT_PER_GROUP, _check, mcns, mcns_reference
+# Nothing from sgf_deploy.model at module level: importing sgf_deploy.model registers this kernel
+# (model/__init__ calls register_cuda_kernel), so a module-level import here would be circular
+# whenever this module is imported first.
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ def launch_arguments(feat_tar, feat_ref, sal_tar, sal_ref, out, groups: int, eps
 
 def mcns_cuda(feat_tar, feat_ref, sal_tar, sal_ref, groups: int, eps: float) -> torch.Tensor:
     """CUDA forward of ``sgf::mcns``: the fused NVRTC kernel, on the current stream."""
+    from sgf_deploy.model.mcns import OUT_PER_GROUP, _check, mcns_reference
+
     _check(feat_tar, feat_ref, sal_tar, sal_ref, groups)
     if not fused_path_supported(feat_tar, feat_ref, sal_tar, sal_ref):
         with torch.no_grad():
@@ -108,6 +112,8 @@ def register_cuda_kernel(*, force: bool = False) -> bool:
                 "instead of the fused kernel (%s)", _nvrtc._INSTALL
             )
             return False
+    from sgf_deploy.model.mcns import mcns
+
     mcns.register_kernel("cuda")(mcns_cuda)
     _registered = True
     return True

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import SGFConfig
-from .mcns import mcns_reference
+from .mcns import maybe_register_fused_kernel, mcns_reference
 from .network import SGFMRI, count_parameters
 from .presets import PRESETS, get_preset
 
@@ -28,6 +28,8 @@ def default_checkpoint() -> Path:
         raise CheckpointError(f"{DEFAULT_CHECKPOINT}: the embedded default checkpoint is missing from this install")
     return DEFAULT_CHECKPOINT
 
+
+maybe_register_fused_kernel()
 
 __all__ = [
     "SGFConfig", "SGFMRI", "PRESETS", "build_model", "count_parameters", "default_checkpoint",

@@ -135,15 +135,13 @@ def _backward(ctx, grad_out):
 mcns.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _maybe_register_fused_kernel() -> None:
-    """Opt-in (SGF_MCNS_KERNEL=1): the fused CUDA kernel compiles and matches a CPU emulation of
-    its index arithmetic, but has not yet been run on a GPU, so it is not the default."""
-    import os
+def maybe_register_fused_kernel() -> bool:
+    """Make the fused CUDA kernel the op's CUDA implementation unless ``SGF_MCNS_KERNEL=0``.
 
-    if os.environ.get("SGF_MCNS_KERNEL", "").strip() == "1":
-        from ..kernels.torch_cuda import register_cuda_kernel
+    Verified on an NVIDIA H100 (benchmarks/gpu.md). Called from ``sgf_deploy.model``'s
+    ``__init__`` once this module is fully imported (calling it here, mid-import, was a circular
+    import); it is a no-op returning False without a CUDA device or without cuda-python/NVRTC.
+    """
+    from ..kernels.torch_cuda import register_cuda_kernel
 
-        register_cuda_kernel()
-
-
-_maybe_register_fused_kernel()
+    return register_cuda_kernel()

@@ -121,3 +121,37 @@ def test_gpu_non_contiguous_and_side_stream():
         got = torch.ops.sgf.mcns(*xt, 2, 1e-6)
     stream.synchronize()
     torch.testing.assert_close(got, mcns_reference(*x, 2, 1e-6), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("first", ["from sgf_deploy.kernels import torch_cuda", "import sgf_deploy.model",
+                                   "from sgf_deploy.model.mcns import mcns"])
+def test_default_registration_on_import_in_any_import_order(first):
+    """On a CUDA machine importing sgf_deploy.model registers the kernel; whichever module is imported
+    first, that must not be a circular import (it was, and only showed on a GPU). CUDA and NVRTC are
+    faked here so the registration path runs on a CPU-only machine."""
+    code = (
+        "import torch\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "import sgf_deploy.kernels.nvrtc as n\n"
+        "n.nvrtc_available = lambda: True\n"
+        f"{first}\n"
+        "import sgf_deploy.model\n"
+        "from sgf_deploy.kernels import torch_cuda\n"
+        "assert torch_cuda.is_registered(), 'not registered by default'\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != torch_cuda.DISABLE_ENV}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
+
+
+def test_disable_env_keeps_the_composite_on_import():
+    code = (
+        "import torch\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "import sgf_deploy.kernels.nvrtc as n\n"
+        "n.nvrtc_available = lambda: True\n"
+        "import sgf_deploy.model\n"
+        "from sgf_deploy.kernels import torch_cuda\n"
+        "assert not torch_cuda.is_registered()\n"
+    )
+    env = dict(__import__("os").environ, **{torch_cuda.DISABLE_ENV: "0"})
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
