@@ -85,7 +85,9 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
         ax.loglog(px, [r["net_s"] * 1e3 for r in a["per_size"]], "o-", color=color, label=f"{preset}: whole network")
         ax.loglog(px, [max(r["attention_s"], 1e-9) * 1e3 for r in a["per_size"]], "x--", color=color,
                   label=f"{preset}: SFA attention alone")
-        ax.loglog(px, [max(r["rest_s"], 1e-9) * 1e3 for r in a["per_size"]], ".:", color=color, label=f"{preset}: rest")
+        rest = [(r["pixels"], r["rest_s"] * 1e3) for r in a["per_size"] if r["rest_s"] > 0]
+        if rest:
+            ax.loglog(*zip(*rest), ".:", color=color, label=f"{preset}: rest (net - attention; > 0 only)")
         if any(r.get("attention_contiguous_s") for r in a["per_size"]):
             ax.loglog(px, [max(r.get("attention_contiguous_s") or 0, 1e-9) * 1e3 for r in a["per_size"]], "+-.", color=color,
                       label=f"{preset}: same attention, contiguous Q/K/V (flash)")
@@ -99,14 +101,24 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
 
     ax = axes[1, 1]
+    top = 100.0
     for preset, color in (("lite", "tab:blue"), ("paper", "tab:orange")):
         a = res["attention"].get(preset)
         if not a or not a["per_size"]:
             continue
-        ax.semilogx([r["pixels"] for r in a["per_size"]], [100 * r["attention_share"] for r in a["per_size"]], "o-",
-                    color=color, label=f"{preset}" + (f" (capped at {a['capped_at']}²)" if a.get("capped_at") else ""))
+        largest = max(r["size"] for r in a["per_size"])
+        capped = largest < max(record["settings"]["sizes"])
+        px = [r["pixels"] for r in a["per_size"]]
+        wall = [100 * r["attention_share"] for r in a["per_size"]]
+        top = max(top, *wall)
+        ax.semilogx(px, wall, "o-", color=color,
+                    label=f"{preset} wall" + (f" (run up to {largest}², see 'skipped')" if capped else ""))
+        cpu = [(p, 100 * r["attention_share_cpu"]) for p, r in zip(px, a["per_size"]) if r.get("attention_share_cpu") is not None]
+        if cpu:
+            ax.semilogx(*zip(*cpu), "o--", color=color, mfc="none", label=f"{preset} CPU time")
     ax.axhline(50, color="k", lw=0.8, ls=":", label="attention = rest")
-    ax.set(title="SFA attention share of the forward", xlabel="pixels P", ylabel="% of forward time", ylim=(0, 100))
+    ax.set(title="SFA attention (measured alone) / whole forward", xlabel="pixels P", ylabel="% of forward time",
+           ylim=(0, top * 1.05))
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
 

@@ -492,6 +492,15 @@ def _fit_text(f: dict[str, Any] | None) -> str:
     return f"P^{f['exponent']:.3f} (r2 {f['r2']:.3f})" if f else "-"
 
 
+def local_exponents(rows: list[dict[str, Any]], key: str = "cpu_s") -> list[dict[str, Any]]:
+    """Exponent between consecutive sizes, ln(t2/t1) / ln(P2/P1), from the recorded medians: shows
+    where a fit over the whole range hides a change of regime (e.g. leaving the caches)."""
+    pts = [(r["pixels"], (r.get(key) or {}).get("median")) for r in rows]
+    pts = [(p, t) for p, t in pts if t]
+    return [{"from": int(round(math.sqrt(p1))), "to": int(round(math.sqrt(p2))), "exponent": math.log(t2 / t1) / math.log(p2 / p1)}
+            for (p1, t1), (p2, t2) in zip(pts, pts[1:])]
+
+
 def summary_lines(record: dict[str, Any]) -> list[str]:
     """Human-readable lines of the key figures (what the CLI and the script print)."""
     res = record["results"]
@@ -500,6 +509,10 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         f = res["fits"].get(item, {})
         out.append(f"{item}: wall median ~ {_fit_text(f.get('time'))}, wall min ~ {_fit_text(f.get('time_min'))}, "
                    f"CPU time ~ {_fit_text(f.get('cpu'))}, memory ~ {_fit_text(f.get('memory'))}")
+        loc = local_exponents(res["items"].get(item, []))
+        if loc:
+            out.append(f"{item}: CPU-time exponent between consecutive sizes: "
+                       + ", ".join(f"{e['from']}->{e['to']}: {e['exponent']:.2f}" for e in loc))
     cols = ("mcns/torch", "mcns/ort", "net/lite", "net/paper")
     out.append("size  " + "  ".join(f"{k:>12}" for k in cols) + "   (median wall ms; CPU ms in brackets)")
     items = res["items"]
@@ -517,11 +530,14 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
                            for r in a["per_size"] if r["attention_share"] is not None and r["attention_share_cpu"] is not None)
         out.append(f"{preset}: SFA attention share of the forward [{shares}]; attention ~ {_fit_text(a.get('fit_attention'))}, "
                    f"rest ~ {_fit_text(a.get('fit_rest'))}")
+        def total_mb(d: dict[str, Any]) -> str:
+            vals = [v for v in d.values() if v is not None]
+            return f"+{sum(vals):.0f} MB" if vals else "memory not probed"
+
         for r in a["per_size"]:
-            mem = r["attention_memory_delta_mb"]
-            memc = r["attention_contiguous_memory_delta_mb"]
-            out.append(f"  {preset} {r['size']}: attention as SFA lays it out {r['attention_s'] * 1e3:.1f} ms (+{mem} MB), "
-                       f"contiguous {r['attention_contiguous_s'] * 1e3:.1f} ms (+{memc} MB)")
+            out.append(f"  {preset} {r['size']}: attention as SFA lays it out {r['attention_s'] * 1e3:.1f} ms "
+                       f"({total_mb(r['attention_memory_delta_mb'])}), contiguous {r['attention_contiguous_s'] * 1e3:.1f} ms "
+                       f"({total_mb(r['attention_contiguous_memory_delta_mb'])})")
         if a["crossover_measured_size"]:
             out.append(f"{preset}: attention >= rest of the network from {a['crossover_measured_size']}^2 (measured)")
         if a["crossover_fit_side"]:
@@ -569,6 +585,12 @@ def markdown(record: dict[str, Any]) -> str:
     for item in ("mcns/torch", "mcns/ort"):
         f = res["fits"].get(item, {})
         out.append(f"| {item} | " + " | ".join(_fit_text(f.get(k)) for k in ("time", "time_min", "cpu", "memory")) + " |")
+    out.append("")
+    for item in ("mcns/torch", "mcns/ort"):
+        loc = local_exponents(items.get(item, []))
+        if loc:
+            out.append(f"- {item}, CPU-time exponent between consecutive sizes: "
+                       + ", ".join(f"{e['from']}->{e['to']}: {e['exponent']:.2f}" for e in loc))
     out.append("")
     for preset, a in res["attention"].items():
         out.append(f"**{preset}** (MCSD at scales {a['mcsd_scales']}; scale s has P/4^s tokens)")
@@ -623,7 +645,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     parser.add_argument("--markdown", default=None, metavar="JSON", help="print README tables of a recorded JSON and exit")
+    parser.add_argument("--replot", default=None, metavar="JSON", help="redraw --plot from a recorded JSON and exit")
     args = parser.parse_args(argv)
+    if args.replot:
+        from .plot import plot_scaling
+
+        plot_scaling(json.loads(open(args.replot, encoding="utf-8").read()), args.plot or "scaling.png")
+        return 0
     if args.markdown:
         print(markdown(json.loads(open(args.markdown, encoding="utf-8").read())))
         return 0
