@@ -94,9 +94,9 @@ def time_engines(runners: dict, ref: np.ndarray, tar: np.ndarray, rounds: int, w
 def profile(engine: Path, ref: np.ndarray, tar: np.ndarray, threads: int, runs: int = 10, warmup: int = 3) -> dict:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    from sgf_deploy.engines.onnxruntime.builder import LOAD_LEVEL, session_options
+
+    so = session_options(LOAD_LEVEL, threads)  # what the timed runners use
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"ortprof-{os.getpid()}")
     session = ort.InferenceSession(str(engine), so, providers=["CPUExecutionProvider"])
@@ -180,9 +180,9 @@ def width_study(widths: list[str], work: Path, size: int, threads: int, rounds: 
 
         class _Run:
             def __init__(self, path):
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = threads
-                self.s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                from sgf_deploy.engines.onnxruntime.builder import LOAD_LEVEL, session_options
+
+                self.s = ort.InferenceSession(str(path), session_options(LOAD_LEVEL, threads), providers=["CPUExecutionProvider"])
 
             def infer(self, r, t):
                 return self.s.run(None, {"reference": r, "target": t})[0]
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                   "preset": built["fp32"].manifest["model"]["preset"],
                   "channels": (built["fp32"].manifest["model"]["config"] or {}).get("channels")},
         "input": f"1x1x{args.size}x{args.size}", "threads": args.threads, "rounds": args.rounds,
+        "ort_thread_spinning": __import__("sgf_deploy.engines.onnxruntime.builder", fromlist=["x"]).spinning_enabled(),
         "engines": {k: {"file": built[k].engine_path.name, **timing[k]} for k in ("fp32", "int8")},
         "int8": {key: built["int8"].manifest["precision_conversion"].get(key)
                  for key in ("activations", "weights", "bias", "calibration_method", "float_patterns")},

@@ -71,20 +71,24 @@ def _read_metadata(onnx_path: Path) -> dict[str, Any]:
 
 
 def check_mcns_mode(mcns: str, backend: str) -> None:
-    """``function`` always works; ``plugin`` only where a fused sgf::MCNS kernel is registered."""
+    """``function`` always works; ``plugin`` registers the sgf::MCNS IPluginV3 with TensorRT /
+    TensorRT-RTX (ONNX Runtime has no plugin: it runs the model-local function)."""
     if mcns not in MCNS_MODES:
         raise InputError(f"--mcns {mcns!r}; choose from {', '.join(MCNS_MODES)}")
     if mcns == "function":
         return
-    if backend in ("tensorrt", "tensorrt-rtx"):
-        from .tensorrt.builder import mcns_plugin_registered
+    if backend not in ("tensorrt", "tensorrt-rtx"):
+        raise InputError(
+            f"--mcns plugin applies to TensorRT and TensorRT-RTX; {backend_label(backend)} runs MCNS as the "
+            "ONNX function (no ONNX Runtime kernel ships: its C headers are in no package registry)"
+        )
+    from .plugins import register_mcns_plugin
+    from .tensorrt.builder import mcns_plugin_registered
 
-        if mcns_plugin_registered(import_trt(backend, "--mcns plugin")):
-            return
-    raise SgfError(
-        f"--mcns plugin: no sgf::MCNS plugin is registered for {backend_label(backend)}; the fused MCNS "
-        "plugin is not available yet (a later release); use --mcns function (the default)"
-    )
+    trt = import_trt(backend, "--mcns plugin")
+    register_mcns_plugin(trt)
+    if not mcns_plugin_registered(trt):
+        raise SgfError(f"--mcns plugin: the sgf::MCNS plugin did not register with {backend_label(backend)} {trt.__version__}")
 
 
 def _precision_token(precision: str, calib_method: str, options: dict[str, Any]) -> str:

@@ -290,3 +290,29 @@ def test_rtx_builds_the_exported_lite_model_with_plugins(rtx_link_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert r["parsed"] and r["marked"] == n_mcns and "PLUGIN_V3" in r["layer_types"]
     assert r["output_shape"] == [1, 1, 64, 64] and r["built"]
+
+
+@pytest.mark.slow
+def test_build_cli_mcns_plugin_makes_a_plugin_engine(rtx_link_dir, lite_onnx, tmp_path):
+    """`sgf-deploy build --backend tensorrt-rtx --mcns plugin`: the engine holds the plugin layer
+    (not the inlined function) and its manifest says so. Run as a subprocess: a parser failure on a
+    plugin node aborts the process."""
+    out = tmp_path / "engines"
+    code = ("import sys\nfrom sgf_deploy.cli import cli\n"
+            "sys.exit(cli.main(args=sys.argv[1:], prog_name='sgf-deploy', standalone_mode=True))")
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["LD_LIBRARY_PATH"] = str(rtx_link_dir)
+    proc = subprocess.run([sys.executable, "-c", code, "build", "--onnx", str(lite_onnx), "--backend", "tensorrt-rtx",
+                           "--fp32", "--mcns", "plugin", "--out", str(out), "--parity", "0"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    manifests = sorted(out.glob("*.json"))
+    assert len(manifests) == 1, manifests
+    man = json.loads(manifests[0].read_text())
+    assert man["build_options"]["mcns"] == "plugin"
+    # the build variant (mcns=plugin) is part of the engine's identity: "+<variant hash>" in its name
+    assert f"+{man['build_options']['variant_hash']}." in manifests[0].name
+    text = json.dumps(man)
+    assert '"plugin_layers": 1' in text, text[:2000]
+    assert not list(out.glob("*.plugin.onnx"))  # the marked copy is removed

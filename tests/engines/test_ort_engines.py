@@ -187,8 +187,8 @@ def test_onnx_discovery_errors(tmp_path):
     assert code != 0 and "a.onnx, b.onnx" in text and "--onnx" in text
 
 
-def test_mcns_plugin_not_available_yet(lite_onnx, tmp_path):
-    with pytest.raises(SgfError, match="not available yet"):
+def test_mcns_plugin_is_for_tensorrt_only(lite_onnx, tmp_path):
+    with pytest.raises(SgfError, match="applies to TensorRT and TensorRT-RTX"):
         build_engine(lite_onnx, backend="onnxruntime", precision="fp32", mcns="plugin", out_dir=tmp_path)
     assert not any(tmp_path.iterdir())
 

@@ -5,8 +5,9 @@ picked by backend name, ``tensorrt`` or ``tensorrt_rtx``).
   TensorRT 11 and TensorRT-RTX are strongly typed anyway): precision comes from the ONNX file
   (FP16-converted or Q/DQ), never from builder flags (TensorRT 11 removed FP16/INT8 flags).
 * The ONNX parser inlines the model-local ``sgf::MCNS`` function (standard ops). ``mcns="plugin"``
-  sets ``OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE`` so that a registered plugin of that name wins
-  (only when one is registered: :func:`mcns_plugin_registered`).
+  parses a copy whose MCNS nodes carry ``plugin_namespace="sgf"`` (with
+  ``OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE``), so the registered sgf::MCNS plugin is imported; a
+  build where no plugin layer results is an error, never a silent fallback.
 * One optimisation profile for ``reference``/``target`` (``--shapes``; defaults in
   :func:`sgf_deploy.engines.identity.resolve_profile`).
 * TensorRT: persistent timing cache ``<out dir>/.timing-cache-tensorrt-<version>-<sm>.bin`` (read
@@ -110,12 +111,38 @@ def build(
     network = builder.create_network(flags)
     strongly_typed = bool(network.get_flag(creation.STRONGLY_TYPED)) if hasattr(creation, "STRONGLY_TYPED") else False
     parser = trt.OnnxParser(network, logger)
+    parse_path = Path(model_path)
+    marked_copy = None
     if mcns == "plugin":
+        # The node attribute plugin_namespace="sgf" is what makes the parser import the node as the
+        # registered plugin (ENABLE_PLUGIN_OVERRIDE alone keeps inlining the function): mark a copy.
+        import onnx
+
+        from ..plugins import mark_mcns_nodes_for_plugin
+
+        proto = onnx.load(str(model_path))
+        if not mark_mcns_nodes_for_plugin(proto):
+            raise BuildError(f"{model_path}: --mcns plugin, but the model has no sgf.MCNS node")
+        marked_copy = Path(out_path).with_name(Path(out_path).name + ".plugin.onnx")
+        onnx.save(proto, str(marked_copy))
+        parse_path = marked_copy
         parser.set_flag(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
-    if not parser.parse_from_file(str(model_path)):
+    try:
+        parsed = parser.parse_from_file(str(parse_path))
+    finally:
+        if marked_copy is not None:
+            marked_copy.unlink(missing_ok=True)
+    if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors()
         first = errors[0].replace("\n", " ") if errors else "unknown parser error"
         raise BuildError(f"{model_path}: the {backend_label(backend)} ONNX parser refused the model: {first[:300]}")
+    plugin_layers = sum(
+        1 for i in range(network.num_layers)
+        if "PLUGIN" in str(network.get_layer(i).type)
+    )
+    if mcns == "plugin" and plugin_layers == 0:
+        raise BuildError(f"{model_path}: --mcns plugin, but the {backend_label(backend)} parser inlined the MCNS function "
+                         "instead of importing the sgf::MCNS plugin")
 
     config = builder.create_builder_config()
     if workspace_mb:
@@ -162,7 +189,8 @@ def build(
     return {
         "strongly_typed": strongly_typed,
         "network_flags": int(flags),
-        "mcns": "plugin (ENABLE_PLUGIN_OVERRIDE)" if mcns == "plugin" else "sgf::MCNS function inlined by the ONNX parser",
+        "mcns_import": "sgf::MCNS v1 plugin (IPluginV3, Python)" if mcns == "plugin" else "sgf::MCNS function inlined by the ONNX parser",
+        "plugin_layers": plugin_layers,
         "timing_cache": str(timing_cache) if timing_cache is not None else None,
         "runtime_cache": "TensorRT-RTX compiles kernels for the GPU at first load; the runner keeps them in "
                          "<engine>.runtime-cache" if backend == "tensorrt-rtx" else None,
