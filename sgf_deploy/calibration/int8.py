@@ -90,7 +90,7 @@ def quantize_int8(
 
     ``backend`` picks the activation type (``activation_type="auto"``, see the module docstring).
 
-    Nodes left in float: ``keep_fp32`` (default ``@mcns,@attention,@output``) plus ``exclude``. Returns
+    Nodes left in float: ``keep_fp32`` (default ``@mcns,@attention,@input,@output``) plus ``exclude``. Returns
     what was done (for the engine manifest). The result is checked: no DequantizeLinear reads an
     int32 tensor, the MCNS function survived, and for TensorRT every activation zero point is 0."""
     import onnx

@@ -17,8 +17,11 @@ kept them — its PyTorch module scopes (``pkg.torch.onnx.name_scopes`` / ``name
                   and the residual Add)
 * ``@output``     the nodes that produce the graph outputs (for SGF-MRI: the residual Add, which
                   also reads the unquantized target)
+* ``@input``      the input layer: Conv/ConvTranspose/Gemm/MatMul nodes that read a graph input
+                  directly (for SGF-MRI: the shared head conv, once on the target and once on
+                  the reference), so the images are never quantized to 8 bits
 * ``@default``    the default list of the precision: FP16 ``@mcns,@norm,@attention,@head``
-                  (:data:`DEFAULT_KEEP_FP32`), INT8 ``@mcns,@attention,@output``
+                  (:data:`DEFAULT_KEEP_FP32`), INT8 ``@mcns,@attention,@input,@output``
                   (:data:`DEFAULT_INT8_EXCLUDE`)
 * ``none``        nothing (``@mcns`` is still kept for FP16)
 
@@ -33,14 +36,18 @@ import fnmatch
 import json
 from typing import Any, Iterable
 
-GROUPS: tuple[str, ...] = ("@mcns", "@norm", "@attention", "@head", "@output", "@default")
+GROUPS: tuple[str, ...] = ("@mcns", "@norm", "@attention", "@head", "@output", "@input", "@default")
 DEFAULT_KEEP_FP32: tuple[str, ...] = ("@mcns", "@norm", "@attention", "@head")
-# INT8 also leaves the output in float: quantizing the image that leaves the network to 8 bits caps
-# parity (lite, untrained: 50.8 -> 53.6 dB with the head in float). Measured on the trained default
-# (8 held-out slices, 320x320 speed): the whole head (tail conv + residual Add) in float 49.1 dB,
-# 1.97x FP32 speed; only the residual Add in float (@output) 48.9 dB, 2.13x: the FP32 tail conv with
-# one output channel is slow in ONNX Runtime (NCHWc pads it to 16 channels), its int8 version is not.
-DEFAULT_INT8_EXCLUDE: tuple[str, ...] = ("@mcns", "@attention", "@output")
+# INT8 keeps the input layer and the residual Add in float. Measured on the embedded default with
+# `sgf-deploy validate --n 16` (mean delta PSNR vs ground truth; gate 0.1 dB), 64-pair / 32-pair
+# calibration sets, and the INT8/FP32 speed at 320x320 (2 threads, one interleaved run):
+#   @output only (residual Add)          -0.1031 / -0.0819 dB   2.23x   (fails with 64 pairs)
+#   @head (tail conv + Add)              -0.0963 / -0.0754 dB
+#   @input + @head                       -0.0824 / -0.0523 dB   1.92x
+#   @input + @output        (default)    -0.0881 / -0.0587 dB   2.02x
+#   target's input conv + @output        -0.0911 / -0.0742 dB
+# The tail conv has one output channel: in float it costs more time than it buys accuracy.
+DEFAULT_INT8_EXCLUDE: tuple[str, ...] = ("@mcns", "@attention", "@input", "@output")
 
 NORM_OPS = frozenset({
     "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
@@ -87,9 +94,13 @@ def _scopes(node: Any) -> list[str]:
     return scopes
 
 
-def group_indices(nodes: list[Any], outputs: list[str], initializers: set[str], group: str) -> set[int]:
+def group_indices(nodes: list[Any], outputs: list[str], initializers: set[str], group: str,
+                  inputs: Iterable[str] = ()) -> set[int]:
     """Indices into ``nodes`` of the nodes in one ``@group`` (indices, not objects: protobuf may
     hand out a new wrapper object on every access)."""
+    if group == "@input":
+        graph_inputs = set(inputs) - initializers
+        return {i for i, n in enumerate(nodes) if n.op_type in HEAD_STOP_OPS and graph_inputs & set(n.input)}
     if group == "@mcns":
         return {i for i, n in enumerate(nodes) if (n.domain, n.op_type) == MCNS_OP or n.op_type == "MCNS"}
     if group == "@norm":
@@ -132,12 +143,13 @@ def select_nodes(model: Any, patterns: Iterable[str]) -> list[str]:
     graph = model.graph
     nodes = list(graph.node)
     outputs = [o.name for o in graph.output]
+    inputs = [i.name for i in graph.input]
     initializers = {t.name for t in graph.initializer}
     chosen: set[int] = set()
     globs = []
     for pattern in patterns:
         if pattern.startswith("@"):
-            chosen |= group_indices(nodes, outputs, initializers, pattern)
+            chosen |= group_indices(nodes, outputs, initializers, pattern, inputs)
         else:
             globs.append(pattern)
     if globs:

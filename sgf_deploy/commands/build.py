@@ -25,8 +25,8 @@ from ..engines.identity import BACKEND_CHOICES
 @click.option("--shapes", default=None, metavar="MIN:OPT:MAX",
               help="optimisation profile, e.g. 1x1x64x64:1x1x320x320:4x1x512x512, or one shape (static)")
 @click.option("--keep-fp32", default=None, metavar="PATTERNS",
-              help="nodes kept in FP32: @mcns,@norm,@attention,@head,@output,@default or globs on node names "
-                   "[FP16: @mcns,@norm,@attention,@head; INT8: @mcns,@attention,@output]")
+              help="nodes kept in FP32: @mcns,@norm,@attention,@head,@output,@input,@default or globs on node names "
+                   "[FP16: @mcns,@norm,@attention,@head; INT8: @mcns,@attention,@input,@output]")
 @click.option("--exclude", default=None, metavar="PATTERNS", help="more nodes left unquantized (INT8), same syntax")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime CPU threads (build, parity, and the engine's default)")
 @click.option("--mcns", default="function", show_default=True, type=click.Choice(["function", "plugin"]),

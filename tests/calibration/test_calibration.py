@@ -205,6 +205,12 @@ def test_patterns(tiny):
     assert select_nodes(m, ["@attention"]) == ["attn_scale", "attn_qk", "attn_softmax", "attn_v"]
     assert select_nodes(m, ["@head"]) == ["tail", "residual"]
     assert select_nodes(m, ["@output"]) == ["residual"]
+    inputs = {i.name for i in m.graph.input}
+    first = select_nodes(m, ["@input"])
+    assert first, "the tiny model's first convs read the inputs"
+    by_name = {n.name: n for n in m.graph.node}
+    assert all(by_name[n].op_type == "Conv" and inputs & set(by_name[n].input) for n in first)
+    assert "residual" not in first  # the residual Add reads the target too, but is no compute layer
     assert select_nodes(m, ["san_*", "Sigmoid"]) == ["san_t", "sig_t", "san_r", "sig_r"]
     assert parse_patterns("@default,foo", ["@mcns"]) == ["@mcns", "foo"] and parse_patterns("none", ["@mcns"]) == []
     with pytest.raises(InputError, match="unknown node group"):
@@ -239,8 +245,9 @@ def test_int8_qdq(tiny, small_set, tmp_path, backend, zp_type):
     info = quantize_int8(tiny, out, small_set, method="max", backend=backend, exclude="enc_r")
     model = onnx.load(str(out))
     assert any(f.domain == "sgf" for f in model.functions) and any(n.op_type == "MCNS" for n in model.graph.node)
-    assert {"mcns0", "attn_qk", "attn_softmax", "residual", "enc_r"} <= set(info["float_nodes"])
-    assert "tail" not in info["float_nodes"]
+    # defaults: MCNS, attention, the input layer (@input) and the residual Add (@output) stay float
+    assert {"mcns0", "attn_qk", "attn_softmax", "residual", "enc_t", "enc_r"} <= set(info["float_nodes"])
+    assert not {"san_t", "san_r", "squeeze", "tail"} & set(info["float_nodes"])  # the convs in between are int8
     assert set(info["qdq"]["zero_point_types"]) == {zp_type, "INT8"} or set(info["qdq"]["zero_point_types"]) == {zp_type}
     assert info["qdq"]["int32_dequantize_inputs"] == 0
     inits = {t.name: t for t in model.graph.initializer}
