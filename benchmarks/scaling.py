@@ -3,9 +3,11 @@
     python benchmarks/scaling.py [--repeat 5] [--sizes 128,192,256,320,384,448,512]
 
 A thin wrapper around ``sgf_deploy.bench.scaling`` (the same code as ``sgf-deploy bench --scaling``):
-MCNS alone (torch eager op and the ONNX function body in ONNX Runtime), SFA attention alone vs the
-whole network (lite, paper capped at 384^2), and an MTrans-style full cross-attention (math SDPA
-kernel; sizes whose N x N matrices exceed the memory budget are marked, not run). Prints the key
+MCNS alone (torch eager op with glibc's default malloc and with freed memory kept, and the ONNX
+function body in ONNX Runtime), SFA attention alone vs the whole network (lite; paper where its
+N x N attention fits the memory budget: up to 320^2 at the default 6 GB), and an MTrans-style full
+cross-attention (math SDPA kernel; sizes whose N x N matrices exceed the memory budget are marked,
+not run). Prints the key
 figures; writes the JSON and the PNG. Timings on a shared machine are contended: the JSON carries
 the load average at the start and the end.
 """

@@ -299,10 +299,14 @@ def serve(handler, hello: dict[str, Any]) -> None:
         out.flush()
 
 
-def run_probe(module: str, spec: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+def run_probe(module: str, spec: dict[str, Any], timeout: float = 1800,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
     """A fresh ``python -m <module> --probe <spec>`` whose last JSON line is the result; the
-    parent measures wall time from spawn to exit and adds the child's rusage peak."""
+    parent measures wall time from spawn to exit and adds the child's rusage peak. ``env`` is
+    added to the children's standard environment."""
+    extra_env = env or {}
     env = child_environment()
+    env.update(extra_env)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", module, "--probe", json.dumps(spec)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -36,7 +36,8 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
     mach = record.get("machine", {})
     fig, axes = plt.subplots(2, 2, figsize=(12, 9.5))
     ax = axes[0, 0]
-    for item, style, color in (("mcns/torch", "o", "tab:blue"), ("mcns/ort", "s", "tab:orange")):
+    for item, style, color in (("mcns/torch", "o", "tab:blue"), ("mcns/torch-reuse", "D", "tab:green"),
+                               ("mcns/ort", "s", "tab:orange")):
         for key, fkey, ls, what in (("time_s", "time", "-", "wall"), ("cpu_s", "cpu", "--", "CPU")):
             xs, ys = _series(items.get(item, []), key)
             if not xs:
@@ -52,12 +53,14 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
         px = np.array([min(xs), max(xs)], float)
         y0 = _series(items["mcns/torch"])[1][0] * 1e3
         ax.loglog(px, y0 * px / px[0], color="grey", lw=0.6, ls="--", label="slope 1 (linear)")
-    ax.set(title="MCNS alone (C=64, G=8, batch 1): wall and CPU time", xlabel="pixels P", ylabel="median ms")
+    ax.set(title="MCNS alone (C=64, G=8, batch 1): wall and CPU time\n(torch-reuse: malloc keeps freed memory, no page faults)",
+           xlabel="pixels P", ylabel="median ms")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
 
     ax = axes[0, 1]
-    for item, style in (("mcns/torch", "o-"), ("mcns/ort", "s-"), ("net/lite", "^-"), ("net/paper", "v-")):
+    for item, style in (("mcns/torch", "o-"), ("mcns/torch-reuse", "D-"), ("mcns/ort", "s-"), ("net/lite", "^-"),
+                        ("net/paper", "v-")):
         xs, ys = _series(items.get(item, []), "memory_delta_mb")
         if xs:
             ax.loglog(xs, ys, style, label=f"{item} (measured, working memory)")

@@ -6,7 +6,12 @@ What is measured (``run_scaling``), for square sizes S (default 128..512, P = S^
 * ``mcns/torch``: ``torch.ops.sgf.mcns`` eager on (1, C=64, S, S) features, G = 8;
   ``mcns/ort``: the ``sgf::MCNS`` ONNX function body (``make_mcns_model``) run by ONNX Runtime
   (CPU EP, function inlined). Both must grow linearly in P: a power law is fitted, its exponent
-  reported.
+  reported. ``mcns/torch-reuse``: the torch op again, in a worker whose glibc malloc keeps freed
+  memory (``REUSE_MALLOC_ENV``). With glibc's defaults, blocks above its mmap threshold (at most
+  32 MB) are mapped fresh and returned on every call, so the composite's temporaries (64 channels
+  x S^2 floats: 37 MB from 384x384) are page-faulted in again on every call; that kernel time
+  grows faster than P and hides the operator's own linear cost. Every call records user and
+  system CPU time and minor page faults, so the record shows which is which.
 * ``net/<preset>``: ``forward_core`` of a freshly initialised ``lite``/``paper`` network on one
   (1,1,S,S) slice (speed does not depend on the weights). ``paper`` is capped: its MCSD at 1/2
   scale attends over P/4 tokens, which the math kernel turns into N x N matrices (12 GB measured
@@ -29,7 +34,8 @@ What is measured (``run_scaling``), for square sizes S (default 128..512, P = S^
 
 Timing: two persistent worker processes (torch, ONNX Runtime; 2 threads each), items interleaved
 round-robin with the order rotated every repeat, one warm-up call per item and size excluded,
-medians over ``repeat``; wall time and process CPU time (all threads) of every call. On a shared,
+medians over ``repeat``; wall time and process CPU time (all threads; user and system apart) and
+minor page faults of every call. On a shared,
 oversubscribed machine wall time carries a per-operator hand-off latency that flattens power-law
 fits at small sizes; CPU time does not (nothing here busy-waits: torch runs with
 ``OMP_WAIT_POLICY=PASSIVE``, the ORT session with spinning off), so exponents are fitted on both.
@@ -60,6 +66,11 @@ XATTN_DIM = 64
 PAPER_MAX = 512  # no extra cap by default: the memory budget decides (see plan_items)
 MEM_BUDGET_GB = 6.0
 MATH_MATRICES = 2  # scores and softmax output live together in the math kernel
+#: glibc malloc settings of the ``torch-reuse`` worker: serve large blocks from the heap and never
+#: trim it, so freed temporaries are reused instead of being unmapped and page-faulted in again.
+REUSE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                    "MALLOC_ARENA_MAX": "1"}
+MCNS_ITEMS = ("mcns/torch", "mcns/torch-reuse", "mcns/ort")
 OPSET = 21
 WARM_SIZE = 16  # tiny size of the memory probes' first call
 
@@ -73,7 +84,7 @@ class _Kernels:
         self.xattn_dim = xattn_dim
         self._cache: dict[tuple[str, int], Callable[[], Any]] = {}
         self._models: dict[str, Any] = {}
-        if backend == "torch":
+        if backend in ("torch", "torch-reuse"):
             import torch
 
             torch.set_num_threads(M.THREADS)
@@ -204,14 +215,20 @@ class _Kernels:
         return run
 
     # ------------------------------------------------------------------ commands
-    def time_once(self, item: str, size: int, warmup: bool) -> tuple[float, float]:
-        """(wall seconds, process CPU seconds over all threads) of one call."""
+    def time_once(self, item: str, size: int, warmup: bool) -> dict[str, float]:
+        """Wall seconds, process CPU seconds over all threads (and its user / system parts) and
+        minor page faults of one call."""
+        import resource
+
         fn = self.build(item, size)
         if warmup:
             fn()
-        c0, t0 = time.process_time(), time.perf_counter()
+        r0, c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
         fn()
-        return time.perf_counter() - t0, time.process_time() - c0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        return {"seconds": wall, "cpu_seconds": cpu, "user_seconds": r1.ru_utime - r0.ru_utime,
+                "sys_seconds": r1.ru_stime - r0.ru_stime, "minor_faults": float(r1.ru_minflt - r0.ru_minflt)}
 
 
 def xattn_tokens(level: str, size: int) -> int:
@@ -224,7 +241,14 @@ def xattn_matrix_bytes(level: str, size: int) -> int:
 
 
 def backend_of(item: str) -> str:
-    return "ort" if item.endswith("/ort") else "torch"
+    """The worker that runs ``item``: ``ort``, ``torch-reuse`` (malloc keeps freed memory) or ``torch``."""
+    if item.endswith("/ort"):
+        return "ort"
+    return "torch-reuse" if item.endswith("/torch-reuse") else "torch"
+
+
+def backend_env(backend: str) -> dict[str, str]:
+    return dict(REUSE_MALLOC_ENV) if backend == "torch-reuse" else {}
 
 
 def _worker_main(spec: dict[str, Any]) -> None:
@@ -234,9 +258,9 @@ def _worker_main(spec: dict[str, Any]) -> None:
     def handle(cmd: dict[str, Any]) -> dict[str, Any]:
         item, size = cmd["item"], int(cmd["size"])
         key = (item, size)
-        secs, cpu = kernels.time_once(item, size, warmup=key not in seen)
+        reply = kernels.time_once(item, size, warmup=key not in seen)
         seen.add(key)
-        return {"seconds": secs, "cpu_seconds": cpu}
+        return reply
 
     M.serve(handle, {"backend": spec["backend"]})
 
@@ -279,7 +303,7 @@ def plan_items(sizes: Sequence[int], paper_max: int, mem_budget_gb: float,
     plan: dict[int, list[str]] = {}
     skipped: dict[int, dict[str, str]] = {}
     for s in sizes:
-        items = ["mcns/torch", "mcns/ort"]
+        items = list(MCNS_ITEMS)
         left: dict[str, str] = {}
         for preset in presets:
             cfg = get_preset(preset)
@@ -333,9 +357,10 @@ def run_scaling(
             "xattn": {"dim": XATTN_DIM, "kernel": "math (SDPBackend.MATH)", "peak_estimate": f"{MATH_MATRICES} x N^2 x 4 bytes"},
             "attention_items": "attn = SFA's SDPA with SFA's (transposed) Q/K/V layout, as the network runs it "
                                "(torch picks the math kernel); attnc = the same made contiguous (torch picks flash)",
-            "timing": "persistent torch and ONNX Runtime worker processes, items round-robin with rotation, "
-                      "1 warm-up call per item/size excluded; wall time and process CPU time (all threads) per call; "
-                      "medians over repeats",
+            "timing": "persistent torch, torch-reuse and ONNX Runtime worker processes, items round-robin with rotation, "
+                      "1 warm-up call per item/size excluded; wall time, process CPU time (all threads; user and system) "
+                      "and minor page faults per call; medians over repeats",
+            "torch_reuse_env": dict(REUSE_MALLOC_ENV),
             "memory": f"fresh process per item/size; after one call at {WARM_SIZE}x{WARM_SIZE} (lazy initialisation), "
                       "peak RSS of the first call at the size minus RSS just before it",
             "weights": "freshly initialised (speed does not depend on weights)",
@@ -346,8 +371,9 @@ def run_scaling(
     record["skipped"] = {str(s): v for s, v in skipped.items() if v}
     times: dict[str, dict[int, list[float]]] = {}
     cpu: dict[str, dict[int, list[float]]] = {}
-    workers = {"torch": M.Worker(MODULE, {"backend": "torch", "name": "scaling-torch"}),
-               "ort": M.Worker(MODULE, {"backend": "ort", "name": "scaling-ort"})}
+    extra: dict[str, dict[str, dict[int, list[float]]]] = {"user_s": {}, "sys_s": {}, "minor_faults": {}}
+    workers = {b: M.Worker(MODULE, {"backend": b, "name": f"scaling-{b}"}, env=backend_env(b))
+               for b in ("torch", "torch-reuse", "ort")}
     try:
         for s in sizes:
             items = plan[s]
@@ -357,6 +383,9 @@ def run_scaling(
                     reply = workers[backend_of(item)].call(item=item, size=s)
                     times.setdefault(item, {}).setdefault(s, []).append(reply["seconds"])
                     cpu.setdefault(item, {}).setdefault(s, []).append(reply["cpu_seconds"])
+                    for key, field in (("user_s", "user_seconds"), ("sys_s", "sys_seconds"), ("minor_faults", "minor_faults")):
+                        if field in reply:
+                            extra[key].setdefault(item, {}).setdefault(s, []).append(reply[field])
     finally:
         for w in workers.values():
             w.close()
@@ -365,22 +394,25 @@ def run_scaling(
     if memory:
         for s in sizes:
             for item in plan[s]:
-                res = M.run_probe(MODULE, {"item": item, "size": s})
+                res = M.run_probe(MODULE, {"item": item, "size": s}, env=backend_env(backend_of(item)))
                 mem.setdefault(item, {})[s] = res
                 say(f"[scaling] memory {item} {s}x{s}: " + (f"+{res['delta_mb']:.0f} MB (peak {res['peak_rss_mb']:.0f} MB)"
                                                          if res.get("delta_mb") is not None else str(res.get("error"))))
 
-    record["results"] = analyse(sizes, times, mem, presets, paper_max, mem_budget_gb, cpu)
+    record["results"] = analyse(sizes, times, mem, presets, paper_max, mem_budget_gb, cpu, extra)
     record["loadavg_end"] = M.loadavg()
     return record
 
 
 def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem: dict[str, dict[int, dict[str, Any]]],
             presets: Sequence[str], paper_max: int, mem_budget_gb: float,
-            cpu: dict[str, dict[int, list[float]]] | None = None) -> dict[str, Any]:
+            cpu: dict[str, dict[int, list[float]]] | None = None,
+            extra: dict[str, dict[str, dict[int, list[float]]]] | None = None) -> dict[str, Any]:
+    """``extra``: per-call ``user_s``, ``sys_s`` and ``minor_faults`` tables (item -> size -> values)."""
     from ..model.presets import get_preset
 
     cpu = cpu or {}
+    extra = extra or {}
 
     def med(item: str, s: int, table: dict | None = None) -> float | None:
         vals = (times if table is None else table).get(item, {}).get(s)
@@ -395,6 +427,8 @@ def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem:
             m = mem.get(item, {}).get(s, {})
             rows[item].append({"size": s, "pixels": s * s, "time_s": M.summarize(per_size[s]),
                                "cpu_s": M.summarize(cpu.get(item, {}).get(s, [])),
+                               **{k: M.summarize(tab.get(item, {}).get(s, [])) for k, tab in extra.items()
+                                  if tab.get(item, {}).get(s)},
                                "memory_delta_mb": m.get("delta_mb"), "peak_rss_mb": m.get("peak_rss_mb"),
                                "memory_error": m.get("error")})
 
@@ -407,8 +441,12 @@ def analyse(sizes: Sequence[int], times: dict[str, dict[int, list[float]]], mem:
         return M.power_law([p for p, _ in pts], [t for _, t in pts])
 
     fits: dict[str, Any] = {}
-    for item in ("mcns/torch", "mcns/ort"):
+    for item in MCNS_ITEMS:
+        if item not in times:
+            continue
         fits[item] = {"time": fit(item), "time_min": fit(item, stat="min"), "cpu": fit(item, cpu)}
+        if extra.get("user_s", {}).get(item):
+            fits[item]["cpu_user"] = fit(item, extra["user_s"])
         mpts = [(s * s, mem.get(item, {}).get(s, {}).get("delta_mb")) for s in sizes]
         fits[item]["memory"] = M.power_law([p for p, _ in mpts], [m for _, m in mpts])
 
@@ -505,15 +543,21 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     """Human-readable lines of the key figures (what the CLI and the script print)."""
     res = record["results"]
     out = [f"load average start {record.get('loadavg_start')} end {record.get('loadavg_end')}"]
-    for item in ("mcns/torch", "mcns/ort"):
+    for item in (i for i in MCNS_ITEMS if i in res["fits"]):
         f = res["fits"].get(item, {})
         out.append(f"{item}: wall median ~ {_fit_text(f.get('time'))}, wall min ~ {_fit_text(f.get('time_min'))}, "
-                   f"CPU time ~ {_fit_text(f.get('cpu'))}, memory ~ {_fit_text(f.get('memory'))}")
+                   f"CPU time ~ {_fit_text(f.get('cpu'))}, user CPU ~ {_fit_text(f.get('cpu_user'))}, "
+                   f"memory ~ {_fit_text(f.get('memory'))}")
         loc = local_exponents(res["items"].get(item, []))
         if loc:
             out.append(f"{item}: CPU-time exponent between consecutive sizes: "
                        + ", ".join(f"{e['from']}->{e['to']}: {e['exponent']:.2f}" for e in loc))
-    cols = ("mcns/torch", "mcns/ort", "net/lite", "net/paper")
+        faults = [(r["size"], (r.get("sys_s") or {}).get("median"), (r.get("minor_faults") or {}).get("median"))
+                  for r in res["items"].get(item, [])]
+        if any(sy is not None for _, sy, _ in faults):
+            out.append(f"{item}: system CPU ms / minor page faults per call: "
+                       + ", ".join(f"{sz}: {sy * 1e3:.0f} / {mf:.0f}" for sz, sy, mf in faults if sy is not None and mf is not None))
+    cols = MCNS_ITEMS + ("net/lite", "net/paper")
     out.append("size  " + "  ".join(f"{k:>12}" for k in cols) + "   (median wall ms; CPU ms in brackets)")
     items = res["items"]
     for s in record["settings"]["sizes"]:
@@ -568,7 +612,7 @@ def markdown(record: dict[str, Any]) -> str:
            + f"; threads 2 (child env {m.get('child_environment')}); load average start {record.get('loadavg_start')}, "
            f"end {record.get('loadavg_end')}; recorded {m.get('recorded_at')}.", ""]
     items = res["items"]
-    cols = ["mcns/torch", "mcns/ort", "net/lite", "net/paper"]
+    cols = [c for c in MCNS_ITEMS if c in items] + ["net/lite", "net/paper"]
     out.append("| size | pixels | " + " | ".join(f"{c} wall ms [CPU ms]" for c in cols) + " | " + " | ".join(f"{c} +MB" for c in cols) + " |")
     out.append("|---:|---:|" + "---:|" * (2 * len(cols)))
     for s in record["settings"]["sizes"]:
@@ -580,18 +624,30 @@ def markdown(record: dict[str, Any]) -> str:
             mm.append(fmt(row.get("memory_delta_mb") if row else None, ".0f"))
         out.append(f"| {s} | {s * s} | " + " | ".join(t) + " | " + " | ".join(mm) + " |")
     out.append("")
-    out.append("| MCNS power-law fit, y ~ P^k | wall median | wall min | CPU time | memory |")
-    out.append("|---|---:|---:|---:|---:|")
-    for item in ("mcns/torch", "mcns/ort"):
+    mcns_items = [c for c in MCNS_ITEMS if c in res["fits"]]
+    out.append("| MCNS power-law fit, y ~ P^k | wall median | wall min | CPU time | user CPU time | memory |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for item in mcns_items:
         f = res["fits"].get(item, {})
-        out.append(f"| {item} | " + " | ".join(_fit_text(f.get(k)) for k in ("time", "time_min", "cpu", "memory")) + " |")
+        out.append(f"| {item} | " + " | ".join(_fit_text(f.get(k)) for k in ("time", "time_min", "cpu", "cpu_user", "memory")) + " |")
     out.append("")
-    for item in ("mcns/torch", "mcns/ort"):
+    for item in mcns_items:
         loc = local_exponents(items.get(item, []))
         if loc:
             out.append(f"- {item}, CPU-time exponent between consecutive sizes: "
                        + ", ".join(f"{e['from']}->{e['to']}: {e['exponent']:.2f}" for e in loc))
     out.append("")
+    if any(r.get("sys_s") for c in mcns_items for r in items.get(c, [])):
+        out.append("| size | " + " | ".join(f"{c} user / system CPU ms, minor faults" for c in mcns_items) + " |")
+        out.append("|---:|" + "---:|" * len(mcns_items))
+        for s in record["settings"]["sizes"]:
+            cells = []
+            for c in mcns_items:
+                row = next((r for r in items.get(c, []) if r["size"] == s), None)
+                u, sy, mf = ((row.get(k) or {}).get("median") if row else None for k in ("user_s", "sys_s", "minor_faults"))
+                cells.append(f"{u * 1e3:.0f} / {sy * 1e3:.0f}, {mf:.0f}" if None not in (u, sy, mf) else "-")
+            out.append(f"| {s} | " + " | ".join(cells) + " |")
+        out.append("")
     for preset, a in res["attention"].items():
         out.append(f"**{preset}** (MCSD at scales {a['mcsd_scales']}; scale s has P/4^s tokens)")
         out.append("")

@@ -29,14 +29,19 @@ def test_plan_caps_paper_and_marks_cross_attention_over_budget():
 def test_run_scaling_tiny(tmp_path):
     record = S.run_scaling([16, 24], repeat=1, presets=("lite",), memory=False, mem_budget_gb=0.01, echo=None)
     res = record["results"]
-    assert set(res["items"]) >= {"mcns/torch", "mcns/ort", "net/lite", "attn/lite/3", "attnc/lite/3", "xattn/full", "xattn/half"}
-    for item in ("mcns/torch", "mcns/ort"):
+    assert set(res["items"]) >= {"mcns/torch", "mcns/torch-reuse", "mcns/ort", "net/lite", "attn/lite/3", "attnc/lite/3",
+                                 "xattn/full", "xattn/half"}
+    for item in S.MCNS_ITEMS:
         assert res["fits"][item]["time"]["n"] == 2 and res["fits"][item]["cpu"]["n"] == 2
-        assert all(r["cpu_s"]["n"] == 1 for r in res["items"][item])
+        assert "cpu_user" in res["fits"][item]  # None when rusage ticks gave 0 s at these tiny sizes
+        for r in res["items"][item]:
+            assert r["cpu_s"]["n"] == 1 and r["sys_s"]["n"] == 1 and r["minor_faults"]["n"] == 1
+            assert r["user_s"]["median"] >= 0 and r["sys_s"]["median"] >= 0 and r["minor_faults"]["median"] >= 0
+    assert record["settings"]["torch_reuse_env"] == S.REUSE_MALLOC_ENV
     att = res["attention"]["lite"]
     assert [r["size"] for r in att["per_size"]] == [16, 24]
     assert att["per_size"][0]["tokens"] == {"3": 4}
-    assert record["loadavg_start"] is not None or record["loadavg_start"] is None
+    assert "loadavg_start" in record and "loadavg_end" in record
     json.dumps(record)  # JSON-ready
     assert S.summary_lines(record)
 
@@ -48,6 +53,38 @@ def test_memory_probe(item):
     assert res["peak_rss_mb"] > 0 and res["cold_seconds"] > 0
     if res["peak_reset"]:
         assert res["delta_mb"] >= 0
+
+
+def test_workers_and_their_environments():
+    assert S.backend_of("mcns/ort") == "ort"
+    assert S.backend_of("mcns/torch") == "torch" and S.backend_of("net/lite") == "torch"
+    assert S.backend_of("mcns/torch-reuse") == "torch-reuse"
+    assert S.backend_env("torch") == {} and S.backend_env("ort") == {}
+    assert S.backend_env("torch-reuse")["MALLOC_MMAP_THRESHOLD_"] == str(1 << 30)
+
+
+def test_time_once_splits_cpu_time_and_counts_faults():
+    k = S._Kernels("torch")
+    r = k.time_once("mcns/torch", 24, warmup=True)
+    assert set(r) == {"seconds", "cpu_seconds", "user_seconds", "sys_seconds", "minor_faults"}
+    assert r["seconds"] > 0 and r["minor_faults"] >= 0
+    # rusage and process_time count the same threads (rusage ticks are coarser)
+    assert r["user_seconds"] + r["sys_seconds"] == pytest.approx(r["cpu_seconds"], abs=0.02)
+
+
+@pytest.mark.skipif(not __import__("platform").libc_ver()[0] == "glibc", reason="the malloc settings are glibc's")
+def test_reuse_worker_avoids_the_page_faults_of_large_temporaries():
+    """Why mcns/torch-reuse exists: at 384x384 the composite's 64-channel temporaries (37.7 MB)
+    exceed glibc's largest mmap threshold (32 MB), so with the defaults each call maps them afresh
+    and faults every page in; the reuse worker's heap keeps them."""
+    faults = {}
+    for backend in ("torch", "torch-reuse"):
+        with M.Worker(S.MODULE, {"backend": backend, "name": f"test-{backend}"}, env=S.backend_env(backend)) as w:
+            w.call(item=f"mcns/{backend}", size=384)  # first call: warm-up inside, then one timed call
+            faults[backend] = w.call(item=f"mcns/{backend}", size=384)["minor_faults"]
+    pages_per_tensor = 64 * 384 * 384 * 4 / 4096
+    assert faults["torch"] > pages_per_tensor  # at least one temporary faulted in again
+    assert faults["torch-reuse"] < 0.25 * faults["torch"], faults
 
 
 def test_attention_items_compute_the_same_values():
@@ -74,8 +111,12 @@ def _fake_record() -> dict:
              "xattn/full": {128: [0.5]}, "xattn/half": {128: [0.01], 256: [0.5]}}
     mem = {"mcns/torch": {s: {"delta_mb": 1e-4 * s * s} for s in sizes},
            "xattn/full": {128: {"delta_mb": 2100.0}}}
+    times["mcns/torch-reuse"] = {s: [0.9e-8 * s * s] for s in sizes}
     cpu = {k: {s: [x * 1.5 for x in v] for s, v in per.items()} for k, per in times.items()}
-    res = S.analyse(sizes, times, mem, ("lite",), 384, 6.0, cpu)
+    extra = {"user_s": {k: {s: [x * 1.2 for x in v] for s, v in per.items()} for k, per in times.items() if k.startswith("mcns")},
+             "sys_s": {k: {s: [x * 0.3 for x in v] for s, v in per.items()} for k, per in times.items() if k.startswith("mcns")},
+             "minor_faults": {k: {s: [float(s)] for s in sizes} for k in S.MCNS_ITEMS}}
+    res = S.analyse(sizes, times, mem, ("lite",), 384, 6.0, cpu, extra)
     return {"machine": M.machine_info(), "loadavg_start": [1, 1, 1], "loadavg_end": [1, 1, 1],
             "settings": {"sizes": sizes, "mem_budget_gb": 6.0}, "results": res}
 
@@ -91,6 +132,9 @@ def test_analyse_fits_and_crossover():
     assert lite["crossover_measured_size"] is None
     assert lite["crossover_fit_side_cpu"] == pytest.approx(lite["crossover_fit_side"], rel=1e-4)
     assert res["fits"]["mcns/torch"]["cpu"]["exponent"] == pytest.approx(1.0, abs=1e-6)
+    assert res["fits"]["mcns/torch-reuse"]["cpu_user"]["exponent"] == pytest.approx(1.0, abs=1e-6)
+    row = res["items"]["mcns/ort"][1]
+    assert row["minor_faults"]["median"] == 256.0 and row["sys_s"]["median"] == pytest.approx(0.3 * 0.8e-8 * 256 * 256)
     full = {r["size"]: r for r in res["xattn"]["full"]["rows"]}
     assert full[512].get("exceeds_budget") and "not run" in full[512]["note"]
     assert full[128]["memory_delta_mb"] == 2100.0
@@ -103,5 +147,6 @@ def test_plot_and_markdown(tmp_path):
     out = plot_scaling(record, tmp_path / "scaling.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = S.markdown(record)
-    assert "| mcns/torch |" in text and "not run" in text
+    assert "| mcns/torch |" in text and "| mcns/torch-reuse |" in text and "not run" in text
+    assert "minor faults" in text
     assert S.summary_lines(record)
