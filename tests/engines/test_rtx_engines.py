@@ -1,5 +1,5 @@
 """TensorRT-RTX engines built ahead of time on this CPU-only machine (TensorRT-RTX needs no GPU to
-build): FP32 and FP16 of both presets, INT8 (Q/DQ) of lite; running them needs an RTX-class GPU,
+build): FP32, FP16 and INT8 (Q/DQ) of both presets; running them needs an RTX-class GPU,
 so on a machine without one loading must fail with a clear error, never a crash."""
 
 from __future__ import annotations
