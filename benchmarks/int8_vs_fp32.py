@@ -166,6 +166,8 @@ def width_study(widths: list[str], work: Path, size: int, threads: int, rounds: 
     import onnx
     import onnxruntime as ort
 
+    from sgf_deploy.engines.onnxruntime.builder import LOAD_LEVEL, session_options
+
     rows = []
     ref, tar = timed_input(size)
     for spec in widths:
@@ -180,8 +182,6 @@ def width_study(widths: list[str], work: Path, size: int, threads: int, rounds: 
 
         class _Run:
             def __init__(self, path):
-                from sgf_deploy.engines.onnxruntime.builder import LOAD_LEVEL, session_options
-
                 self.s = ort.InferenceSession(str(path), session_options(LOAD_LEVEL, threads), providers=["CPUExecutionProvider"])
 
             def infer(self, r, t):
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             write_calibration_set("sim", 8, small)
         widths = width_study(args.widths, work, args.size, args.threads, max(8, args.rounds // 3), small)
     info["load_average_end"] = list(os.getloadavg())
+    from sgf_deploy.engines.onnxruntime.builder import spinning_enabled
+
     parity = {k: {key: built[k].manifest["build_parity"].get(key) for key in
                   ("psnr_db", "max_abs_error", "psnr_vs_ground_truth", "reference", "slices")} for k in ("fp32", "int8")}
     result = {
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                   "preset": built["fp32"].manifest["model"]["preset"],
                   "channels": (built["fp32"].manifest["model"]["config"] or {}).get("channels")},
         "input": f"1x1x{args.size}x{args.size}", "threads": args.threads, "rounds": args.rounds,
-        "ort_thread_spinning": __import__("sgf_deploy.engines.onnxruntime.builder", fromlist=["x"]).spinning_enabled(),
+        "ort_thread_spinning": spinning_enabled(),
         "engines": {k: {"file": built[k].engine_path.name, **timing[k]} for k in ("fp32", "int8")},
         "int8": {key: built["int8"].manifest["precision_conversion"].get(key)
                  for key in ("activations", "weights", "bias", "calibration_method", "float_patterns")},

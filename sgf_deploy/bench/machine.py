@@ -193,13 +193,15 @@ def reset_peak_rss() -> bool:
 CHILD_ENV = {"OMP_NUM_THREADS": str(THREADS), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
 
 
-def child_environment() -> dict[str, str]:
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with :data:`CHILD_ENV` defaults, then ``extra`` on top."""
     env = dict(os.environ)
     for key, value in CHILD_ENV.items():
         if key == "PYTHONUNBUFFERED":
             env[key] = value
         else:
             env.setdefault(key, value)
+    env.update(extra or {})
     return env
 
 
@@ -221,8 +223,7 @@ class Worker:
     def __init__(self, module: str, spec: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 3600) -> None:
         self.spec = spec
         self.timeout = timeout
-        child_env = child_environment()
-        child_env.update(env or {})
+        child_env = child_environment(env)
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, "--worker", json.dumps(spec)],
@@ -304,12 +305,10 @@ def run_probe(module: str, spec: dict[str, Any], timeout: float = 1800,
     """A fresh ``python -m <module> --probe <spec>`` whose last JSON line is the result; the
     parent measures wall time from spawn to exit and adds the child's rusage peak. ``env`` is
     added to the children's standard environment."""
-    extra_env = env or {}
-    env = child_environment()
-    env.update(extra_env)
+    child_env = child_environment(env)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", module, "--probe", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_time_once_splits_cpu_time_and_counts_faults():
     assert r["user_seconds"] + r["sys_seconds"] == pytest.approx(r["cpu_seconds"], abs=0.02)
 
 
-@pytest.mark.skipif(not __import__("platform").libc_ver()[0] == "glibc", reason="the malloc settings are glibc's")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc settings are glibc's")
 def test_reuse_worker_avoids_the_page_faults_of_large_temporaries():
     """Why mcns/torch-reuse exists: at 384x384 the composite's 64-channel temporaries (37.7 MB)
     exceed glibc's largest mmap threshold (32 MB), so with the defaults each call maps them afresh
