@@ -32,7 +32,7 @@ What is measured (``run_scaling``), for square sizes S (default 128..512, P = S^
   estimated peak (2 matrices: scores and softmax) fits ``mem_budget_gb``; the rest are marked
   ``exceeds_budget`` and not run.
 
-Timing: two persistent worker processes (torch, ONNX Runtime; 2 threads each), items interleaved
+Timing: three persistent worker processes (torch, torch-reuse, ONNX Runtime; 2 threads each), items interleaved
 round-robin with the order rotated every repeat, one warm-up call per item and size excluded,
 medians over ``repeat``; wall time and process CPU time (all threads; user and system apart) and
 minor page faults of every call. On a shared,
