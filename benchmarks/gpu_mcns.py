@@ -24,9 +24,7 @@ correctness checks pass, 1 when one fails, 2 when no GPU/dependency is available
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import platform
 import statistics
 import sys
 import time
@@ -77,7 +75,8 @@ def _time_cuda(torch, fn, reps: int, warmup: int) -> dict:
     return {"median_ms": statistics.median(times), "min_ms": min(times)}
 
 
-def _env(torch) -> dict:
+def _env(torch, machine: dict) -> dict:
+    """The GPU as torch, NVRTC and the driver see it, with the host from ``machine_info``."""
     from sgf_deploy.kernels import nvrtc
 
     props = torch.cuda.get_device_properties(0)
@@ -85,10 +84,11 @@ def _env(torch) -> dict:
         "device": torch.cuda.get_device_name(0),
         "compute_capability": f"{props.major}.{props.minor}",
         "memory_gib": round(props.total_memory / 2**30, 1),
-        "torch": torch.__version__,
+        "torch": machine["libraries"]["torch"],
         "torch_cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": machine["python"],
+        "cpu": machine["cpu"],
+        "date": machine["recorded_at"],
     }
     try:
         env["nvrtc"] = "%d.%d" % nvrtc.nvrtc_version()
@@ -247,16 +247,16 @@ def main(argv=None) -> int:
         return 2
 
     from sgf_deploy.artifacts import atomic_path
+    from sgf_deploy.bench.machine import machine_info
     from sgf_deploy.errors import SgfError
-    from sgf_deploy.kernels.torch_cuda import register_cuda_kernel
-    from sgf_deploy.model.mcns import mcns_reference
+    from sgf_deploy.model.mcns import maybe_register_fused_kernel, mcns_reference
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         print(f"gpu_mcns: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     try:
-        if not register_cuda_kernel():
+        if not maybe_register_fused_kernel():
             print("gpu_mcns: the fused kernel could not be registered (cuda-python/NVRTC missing, or SGF_MCNS_KERNEL=0)", file=sys.stderr)
             return 2
     except SgfError as exc:
@@ -266,7 +266,8 @@ def main(argv=None) -> int:
     reps = 20 if args.quick else args.reps
     sizes = (80,) if args.quick else TIMING_SIZES
     batches = (4,) if args.quick else TIMING_BATCHES
-    env = _env(torch)
+    machine = machine_info()
+    env = _env(torch, machine)
     print(f"device: {env['device']} (cc {env['compute_capability']})", flush=True)
     checks = correctness(torch, mcns_reference)
     for r in checks:
@@ -287,7 +288,7 @@ def main(argv=None) -> int:
     print(f"wrote {out}")
     if args.json:
         with atomic_path(args.json, overwrite=args.overwrite) as tmp:
-            tmp.write_text(json.dumps({"env": env, "correctness": checks, "timings": times}, indent=2), encoding="utf-8")
+            tmp.write_text(json.dumps({"machine": machine, "env": env, "correctness": checks, "timings": times}, indent=2), encoding="utf-8")
     return 0 if all(r["passed"] for r in checks) else 1
 
 

@@ -26,10 +26,8 @@ are validated against), on the de-normalised image.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,19 +56,13 @@ def _sample() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalised(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The sample slice normalised like the runtime does, edge-padded / cropped to size x size, n copies."""
-    from sgf_deploy.runtime.preprocess import normalize_slices
+    """The sample slice prepared by the model's input contract, brought to size x size, n copies."""
+    from sgf_deploy.contract import fit, prepare
 
-    ref, tar = _sample()
-    r, t, _, _ = normalize_slices(ref[None], tar[None], 8)
-    r, t = r[0, 0], t[0, 0]
-
-    def fit(x: np.ndarray) -> np.ndarray:
-        x = x[:size, :size]
-        return np.pad(x, ((0, size - x.shape[0]), (0, size - x.shape[1])), mode="edge")
-
-    return (np.ascontiguousarray(np.broadcast_to(fit(r), (n, 1, size, size))),
-            np.ascontiguousarray(np.broadcast_to(fit(t), (n, 1, size, size))))
+    prepared = prepare(*_sample(), 8)
+    ref, tar = (np.ascontiguousarray(np.broadcast_to(fit(x, (size, size)), (n, 1, size, size)))
+                for x in (prepared.reference, prepared.target))
+    return ref, tar
 
 
 def _model(preset: str, torch):
@@ -141,8 +133,8 @@ def _measure_size(spec: dict, s: int, infer, model, dtype, torch) -> dict:
 def child(spec: dict) -> dict:
     import torch
 
+    from sgf_deploy.contract import prepare, restore
     from sgf_deploy.kernels import torch_cuda
-    from sgf_deploy.runtime.preprocess import normalize_slices, restore
 
     dtype = getattr(torch, spec["dtype"])
     model = _model(spec["preset"], torch).to("cuda", dtype)
@@ -168,25 +160,21 @@ def child(spec: dict) -> dict:
             out["per_size"].append({"size": s, "error": "CUDA out of memory: " + str(exc).split(".")[0]})
         torch.cuda.empty_cache()
 
-    ref, tar = _sample()
-    rn, tn, means, stds = normalize_slices(ref[None], tar[None], 8)
-    pred = restore(infer(rn, tn), 1, *tar.shape, means, stds)
-    np.save(spec["parity_out"], pred)
+    prepared = prepare(*_sample(), 8)
+    np.save(spec["parity_out"], restore(infer(prepared.reference, prepared.target), prepared))
     return out
 
 
 # ----------------------------------------------------------------------------- parent process
 def _env(torch) -> dict:
+    """What torch sees of the GPU (the rest of the machine: ``machine_info`` in the record)."""
     props = torch.cuda.get_device_properties(0)
     env = {
         "device": torch.cuda.get_device_name(0),
         "compute_capability": f"{props.major}.{props.minor}",
         "memory_gib": round(props.total_memory / 2**30, 1),
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),
-        "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
         from sgf_deploy.kernels import nvrtc
@@ -201,14 +189,13 @@ def _cpu_reference() -> np.ndarray:
     """lite on the CPU in float32 on the sample: the reference every engine is validated against."""
     import torch
 
-    from sgf_deploy.runtime.preprocess import normalize_slices, restore
+    from sgf_deploy.contract import prepare, restore
 
     model = _model("lite", torch)
-    ref, tar = _sample()
-    rn, tn, means, stds = normalize_slices(ref[None], tar[None], 8)
+    prepared = prepare(*_sample(), 8)
     with torch.inference_mode():
-        pred = model.forward_core(torch.from_numpy(rn), torch.from_numpy(tn)).numpy()
-    return restore(pred, 1, *tar.shape, means, stds)
+        pred = model.forward_core(torch.from_numpy(prepared.reference), torch.from_numpy(prepared.target)).numpy()
+    return restore(pred, prepared)
 
 
 def _n(x, why=None) -> str:
@@ -217,12 +204,13 @@ def _n(x, why=None) -> str:
 
 def render(record: dict) -> str:
     env = record["env"]
+    machine = record["machine"]
     lines = [
         "## Whole network on the GPU (PyTorch)",
         "",
         f"`python benchmarks/gpu_network.py` on **{env['device']}** (compute capability {env['compute_capability']}, "
-        f"{env['memory_gib']} GiB), torch {env['torch']} (CUDA {env['torch_cuda']}, cuDNN {env['cudnn']}), "
-        f"NVRTC {env['nvrtc']}, {env['date']}. Latency: one slice, numpy in -> numpy out (copies included); "
+        f"{env['memory_gib']} GiB), torch {machine['libraries']['torch']} (CUDA {env['torch_cuda']}, "
+        f"cuDNN {env['cudnn']}), NVRTC {env['nvrtc']}, {machine['recorded_at']}. Latency: one slice, numpy in -> numpy out (copies included); "
         f"GPU ms: CUDA events around the forward alone; throughput: {record['settings']['stack']}-slice stack in "
         f"batches of {record['settings']['batch']}; memory: peak allocated / reserved by PyTorch.",
         "",
@@ -281,10 +269,11 @@ def main(argv=None) -> int:
     if out_json.exists() and not args.overwrite:
         print(f"{out_json}: exists; pass --overwrite", file=sys.stderr)
         return 2
+    from sgf_deploy.bench.machine import loadavg, machine_info
     from sgf_deploy.metrics import psnr
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    record = {"study": "gpu_network", "env": _env(torch),
+    record = {"study": "gpu_network", "machine": machine_info(), "loadavg_start": loadavg(), "env": _env(torch),
               "settings": {"sizes": sizes, "reps": args.reps, "stack": args.stack, "batch": args.batch},
               "variants": []}
     cpu_ref = _cpu_reference()
@@ -321,6 +310,7 @@ def main(argv=None) -> int:
                       f"{head['size']}^2 p50 {head['latency_ms_p50']:.2f} ms, GPU {head['gpu_forward_ms_p50']:.2f} ms, "
                       f"{_n(head['throughput_slices_per_s'], head['stack_error'])} slices/s, peak batch 1 {head['peak_allocated_mb_batch1']:.0f} MB, "
                       f"PSNR vs composite {row.get('psnr_vs_fp32_composite_db', float('nan')):.1f} dB", flush=True)
+    record["loadavg_end"] = loadavg()
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(record, indent=1))
     md = render(record)

@@ -16,7 +16,7 @@ What it does, in one process:
 5. ``--widths`` also times untrained models of the same architecture at other channel widths
    (INT8 vs FP32 speed-up only), to show which widths make int8 kernels pay off.
 
-The machine (CPU model, cores, load average before/after, ONNX Runtime version) goes into the JSON.
+The machine (``sgf_deploy.bench.machine.machine_info``) and the load average before/after go into the JSON.
 Not a test: timings depend on the machine and on what else runs on it.
 """
 
@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,42 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def machine() -> dict:
-    import onnxruntime
-
-    from sgf_deploy.engines.identity import cpu_device
-
-    cpu = cpu_device()
-    flags = ""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1]
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu_model": cpu["name"],
-        "arch": cpu["arch"],
-        "logical_cores": cpu["cores"],
-        "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()],
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "load_average_start": list(os.getloadavg()),
-    }
-
-
 def timed_input(size: int) -> tuple[np.ndarray, np.ndarray]:
-    from sgf_deploy.data.degrade import normalize_instance
+    """One simulated test slice, normalised by the model's input contract and brought to size x size."""
+    from sgf_deploy.contract import fit, prepare
     from sgf_deploy.data.simulator import simulate
 
     sim = simulate("t1-t2", "recon4x", "test", 1, 7)
-    out = []
-    for key in ("reference", "target"):
-        x, _, _ = normalize_instance(sim[key][0])
-        h, w = x.shape
-        x = x[: min(h, size), : min(w, size)]
-        x = np.pad(x, ((0, size - x.shape[0]), (0, size - x.shape[1])), mode="edge")
-        out.append(x[None, None].astype(np.float32))
-    return out[0], out[1]
+    prepared = prepare(sim["reference"], sim["target"], 1)
+    return fit(prepared.reference, (size, size)), fit(prepared.target, (size, size))
 
 
 def time_engines(runners: dict, ref: np.ndarray, tar: np.ndarray, rounds: int, warmup: int = 3) -> dict:
@@ -131,8 +101,8 @@ def profile(engine: Path, ref: np.ndarray, tar: np.ndarray, threads: int, runs: 
 def build_pair(checkpoint: Path, work: Path, calib_n: int, threads: int, parity: int, echo=print) -> dict:
     """Export, calibrate, build FP32 + INT8; a workdir from an earlier run is reused as it is."""
     from sgf_deploy.calibration import write_calibration_set
-    from sgf_deploy.engines import BuildResult, build_engine, read_manifest
-    from sgf_deploy.engines.manifest import manifest_path
+    from sgf_deploy.engines import BuildResult, build_engine
+    from sgf_deploy.engines.manifest import EngineManifest, manifest_path
     from sgf_deploy.export import export_onnx
 
     onnx_path = work / "export" / "model.onnx"
@@ -145,28 +115,26 @@ def build_pair(checkpoint: Path, work: Path, calib_n: int, threads: int, parity:
     for precision in ("fp32", "int8"):
         found = sorted((work / "engines").glob(f"model.ort-*.{precision}*.onnx")) if (work / "engines").is_dir() else []
         if found:
-            out[precision] = BuildResult(found[0], manifest_path(found[0]), read_manifest(found[0]))
+            out[precision] = BuildResult(found[0], manifest_path(found[0]), EngineManifest.load(found[0]))
             echo(f"reusing {found[0]}")
         else:
             out[precision] = build_engine(onnx_path, backend="onnxruntime", precision=precision,
                                           calib=calib if precision == "int8" else None, out_dir=work / "engines",
-                                          threads=threads, parity=parity, echo=echo)
+                                          threads=threads, parity_n=parity, echo=echo)
     return out
 
 
 def width_study(widths: list[str], work: Path, size: int, threads: int, rounds: int, calib: Path) -> list[dict]:
     """Untrained models of the lite architecture at other widths: INT8 vs FP32 speed only."""
+    import onnx
+    import onnxruntime as ort
     import torch
 
     from sgf_deploy.calibration import quantize_int8
+    from sgf_deploy.engines.onnxruntime.builder import LOAD_LEVEL, session_options
     from sgf_deploy.export.onnx_export import export_model_proto
     from sgf_deploy.model import build_model
     from sgf_deploy.model.presets import PRESETS
-
-    import onnx
-    import onnxruntime as ort
-
-    from sgf_deploy.engines.onnxruntime.builder import LOAD_LEVEL, session_options
 
     rows = []
     ref, tar = timed_input(size)
@@ -210,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
 
+    from sgf_deploy.bench.machine import loadavg, machine_info
     from sgf_deploy.engines import load_engine
     from sgf_deploy.model import default_checkpoint
 
-    info = machine()
+    load_start = loadavg()
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="int8-vs-fp32-"))
     built = build_pair(checkpoint, work, args.calib_n, args.threads, args.parity)
@@ -234,23 +203,23 @@ def main(argv: list[str] | None = None) -> int:
         if not small.is_dir():
             write_calibration_set("sim", 8, small)
         widths = width_study(args.widths, work, args.size, args.threads, max(8, args.rounds // 3), small)
-    info["load_average_end"] = list(os.getloadavg())
     from sgf_deploy.engines.onnxruntime.builder import spinning_enabled
 
-    parity = {k: {key: built[k].manifest["build_parity"].get(key) for key in
+    parity = {k: {key: built[k].manifest.build_parity.get(key) for key in
                   ("psnr_db", "max_abs_error", "psnr_vs_ground_truth", "reference", "slices")} for k in ("fp32", "int8")}
     result = {
         "what": "INT8 vs FP32 ONNX Runtime CPU engines, one normalised slice per call (batch 1)",
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": info,
+        "machine": machine_info(),
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
         "model": {"checkpoint": str(checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint),
-                  "checkpoint_sha256": built["fp32"].manifest["checkpoint_sha256"],
-                  "preset": built["fp32"].manifest["model"]["preset"],
-                  "channels": (built["fp32"].manifest["model"]["config"] or {}).get("channels")},
+                  "checkpoint_sha256": built["fp32"].manifest.checkpoint_sha256,
+                  "preset": built["fp32"].manifest.model.preset,
+                  "channels": (built["fp32"].manifest.model.config or {}).get("channels")},
         "input": f"1x1x{args.size}x{args.size}", "threads": args.threads, "rounds": args.rounds,
         "ort_thread_spinning": spinning_enabled(),
         "engines": {k: {"file": built[k].engine_path.name, **timing[k]} for k in ("fp32", "int8")},
-        "int8": {key: built["int8"].manifest["precision_conversion"].get(key)
+        "int8": {key: (built["int8"].manifest.precision_conversion or {}).get(key)
                  for key in ("activations", "weights", "bias", "calibration_method", "float_patterns")},
         "speedup_median": round(speedup_median, 2),
         "speedup_min": round(speedup_min, 2),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -120,38 +119,6 @@ def _env() -> dict:
     return env
 
 
-def machine() -> dict:
-    import numpy
-    import onnxruntime
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-    }
-    try:
-        from importlib.metadata import version
-
-        info["torch"] = version("torch")
-        info["sgf_deploy"] = version("sgf-deploy")
-    except Exception:  # noqa: BLE001 - informational only
-        pass
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
@@ -168,9 +135,10 @@ def main() -> None:
 
     import numpy as np
 
-    from sgf_deploy.runtime.select import DEFAULT_CHECKPOINT
+    from sgf_deploy.bench.machine import loadavg, machine_info
+    from sgf_deploy.model.locate import DEFAULT_CHECKPOINT
 
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    load_at_start = loadavg()
     work = Path(tempfile.mkdtemp(prefix="sgf-runtime-bench-"))
     env = _env()
     env["SGF_DEPLOY_CACHE"] = str(work / "cache")
@@ -181,8 +149,9 @@ def main() -> None:
     if DEFAULT_CHECKPOINT.is_file():
         checkpoint, weights = DEFAULT_CHECKPOINT, "embedded default checkpoint (sgf_deploy/assets/default)"
     else:
-        from sgf_deploy.model import build_model, save_checkpoint
         import torch
+
+        from sgf_deploy.model import build_model, save_checkpoint
 
         torch.manual_seed(0)
         checkpoint = work / "lite-untrained.pt"
@@ -249,11 +218,13 @@ def main() -> None:
     result = {
         "benchmark": "runtime (issue 6)",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": dict(machine(), load_average_at_start_1_5_15=load_at_start),
+        "machine": machine_info(),
+        "loadavg_start": load_at_start,
+        "loadavg_end": loadavg(),
         "contention_note": ("the 2 cores are shared with other jobs; a load average above 2 means the figures are "
                             "pessimistic (every process got a fraction of the CPU)"),
         "model": {"preset": "lite", "weights": weights, "checkpoint": str(checkpoint)},
-        "engine": {"backend": built.manifest.get("backend"), "precision": built.manifest.get("precision"),
+        "engine": {"backend": built.manifest.backend, "precision": built.manifest.precision,
                    "build_seconds_incl_export": round(build_s, 2)},
         "cli_one_slice": {
             "mode": mode, "size": f"{H}x{W}", "repeats": args.repeats,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,6 +15,7 @@ from typing import Any, Iterator
 from .errors import OutputExistsError
 
 _CHUNK = 1 << 20
+TEMP_SUFFIX = ".tmp"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -45,13 +48,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, flag: str = "-
     """
     path = check_writable(path, overwrite, flag)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(path)
     try:
         yield tmp
         if tmp.is_file():  # mkstemp makes 0600; give the output the permissions a plain open() would
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, umask_mode(0o666))
         if not overwrite and path.exists():
             raise OutputExistsError(f"{path}: appeared while writing; pass {flag} to overwrite it")
         os.replace(tmp, path)
@@ -60,10 +61,52 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, flag: str = "-
             tmp.unlink()
 
 
-def _umask() -> int:
+def temp_beside(path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """A new hidden temporary file (or folder) beside ``path``: ``.<name>.<pid>-<random>.tmp``.
+
+    Temporaries of the same output left by a process that no longer runs (a killed run) are
+    removed first; the PID in the name is what tells them apart from a live writer's."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    prefix = f".{path.name}.{os.getpid()}-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=path.parent))
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes 0700; outputs are meant to be shared
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove ``.<name>.<pid>-*.tmp`` beside ``path`` whose process no longer runs."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def umask_mode(mode: int) -> int:
+    """``mode`` as the process umask lets a plain ``open()`` / ``mkdir()`` create it."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return mode & ~mask
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
@@ -75,11 +118,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = F
 def write_json_atomic(path: str | os.PathLike, obj: Any, overwrite: bool = False) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     return write_bytes_atomic(path, text.encode(), overwrite)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def _json_default(obj: Any) -> Any:

@@ -2,8 +2,10 @@
 
 Commands are loaded lazily from ``sgf_deploy.commands.<name>`` so that a command imports only
 what it needs: ``sgf-deploy run`` must start fast and never import torch. Each command is a thin
-parse-and-call into one library function. User errors (:class:`~sgf_deploy.errors.SgfError`)
-print one line on stderr and exit non-zero, without a traceback.
+parse-and-call into one library function. This is the one error boundary: user errors
+(:class:`~sgf_deploy.errors.SgfError`) and operating-system errors on a user's path
+(``OSError``: permissions, a read-only or full file system) print one line on stderr and exit
+non-zero, without a traceback.
 """
 
 from __future__ import annotations
@@ -46,9 +48,19 @@ class LazyGroup(click.Group):
         except SgfError as exc:
             click.echo(f"sgf-deploy: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # an unwritable, read-only or full file system on a user's path
+            click.echo(f"sgf-deploy: error: {os_error_line(exc)}", err=True)
+            ctx.exit(SgfError.exit_code)
         except KeyboardInterrupt:
             click.echo("sgf-deploy: interrupted; no partial output was kept", err=True)
             ctx.exit(130)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<path>: <what the OS said>`` (both paths for a rename); nothing was written (outputs are
+    written to a temporary beside the target and renamed only when complete)."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "file system"
+    return f"{where}: {exc.strerror or exc}; nothing was written"
 
 
 def _available(name: str) -> bool:

@@ -29,7 +29,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -40,17 +40,6 @@ LIBRARIES = ("torch", "onnxruntime", "onnx", "onnxscript", "onnxconverter_common
 
 
 # ------------------------------------------------------------------------------------- machine
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
@@ -70,17 +59,6 @@ def _mem_total_gb() -> float | None:
             for line in handle:
                 if line.startswith("MemTotal:"):
                     return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    return None
-
-
-def mem_available_gb() -> float | None:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return round(int(line.split()[1]) / 1024**2, 2)
     except OSError:
         pass
     return None
@@ -122,11 +100,14 @@ def ort_providers() -> list[str]:
 
 def machine_info() -> dict[str, Any]:
     """Everything needed to read a figure: where, with what, how many threads."""
+    from ..engines.identity import cpu_device
+
     found = gpus()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_device()["name"],
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cpu_flags": _cpu_flags(),
         "memory_gb": _mem_total_gb(),
         "os": f"{platform.system()} {platform.release()}",
@@ -274,7 +255,7 @@ class Worker:
             self.close()
 
 
-def serve(handler, hello: dict[str, Any]) -> None:
+def serve(handler: Callable[[dict[str, Any]], dict[str, Any]], hello: dict[str, Any]) -> None:
     """The child side of :class:`Worker`: answer JSON commands on stdin until ``exit``.
 
     ``handler(command) -> dict``. Exceptions are reported as ``{"error": ...}`` and end the child."""

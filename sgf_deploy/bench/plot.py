@@ -30,12 +30,27 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
 
     from ..artifacts import atomic_path
 
-    res = record["results"]
-    items = res["items"]
-    fits = res["fits"]
     mach = record.get("machine", {})
     fig, axes = plt.subplots(2, 2, figsize=(12, 9.5))
-    ax = axes[0, 0]
+    _mcns_time_panel(axes[0, 0], record["results"])
+    _memory_panel(axes[0, 1], record)
+    _network_panel(axes[1, 0], record["results"])
+    _share_panel(axes[1, 1], record)
+    libs = mach.get("libraries", {})
+    fig.suptitle(f"SGF-MRI scaling on {mach.get('cpu')} ({mach.get('logical_cores')} cores, 2 threads); "
+                 f"torch {libs.get('torch')}, onnxruntime {libs.get('onnxruntime')}; load avg "
+                 f"{record.get('loadavg_start')} -> {record.get('loadavg_end')}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
+
+
+def _mcns_time_panel(ax: Any, res: dict[str, Any]) -> None:
+    items, fits = res["items"], res["fits"]
     for item, style, color in (("mcns/torch", "o", "tab:blue"), ("mcns/torch-reuse", "D", "tab:green"),
                                ("mcns/ort", "s", "tab:orange")):
         for key, fkey, ls, what in (("time_s", "time", "-", "wall"), ("cpu_s", "cpu", "--", "CPU")):
@@ -58,10 +73,12 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
 
-    ax = axes[0, 1]
+
+def _memory_panel(ax: Any, record: dict[str, Any]) -> None:
+    res = record["results"]
     for item, style in (("mcns/torch", "o-"), ("mcns/torch-reuse", "D-"), ("mcns/ort", "s-"), ("net/lite", "^-"),
                         ("net/paper", "v-")):
-        xs, ys = _series(items.get(item, []), "memory_delta_mb")
+        xs, ys = _series(res["items"].get(item, []), "memory_delta_mb")
         if xs:
             ax.loglog(xs, ys, style, label=f"{item} (measured, working memory)")
     budget = record["settings"].get("mem_budget_gb")
@@ -79,7 +96,8 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
 
-    ax = axes[1, 0]
+
+def _network_panel(ax: Any, res: dict[str, Any]) -> None:
     for preset, color in (("lite", "tab:blue"), ("paper", "tab:orange")):
         a = res["attention"].get(preset)
         if not a or not a["per_size"]:
@@ -103,10 +121,11 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
 
-    ax = axes[1, 1]
+
+def _share_panel(ax: Any, record: dict[str, Any]) -> None:
     top = 100.0
     for preset, color in (("lite", "tab:blue"), ("paper", "tab:orange")):
-        a = res["attention"].get(preset)
+        a = record["results"]["attention"].get(preset)
         if not a or not a["per_size"]:
             continue
         largest = max(r["size"] for r in a["per_size"])
@@ -124,15 +143,3 @@ def plot_scaling(record: dict[str, Any], out: str | Path) -> Path:
            ylim=(0, top * 1.05))
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-
-    libs = mach.get("libraries", {})
-    fig.suptitle(f"SGF-MRI scaling on {mach.get('cpu')} ({mach.get('logical_cores')} cores, 2 threads); "
-                 f"torch {libs.get('torch')}, onnxruntime {libs.get('onnxruntime')}; load avg "
-                 f"{record.get('loadavg_start')} -> {record.get('loadavg_end')}", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out

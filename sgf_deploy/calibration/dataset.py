@@ -14,23 +14,18 @@ manifest's sha256 before use.
 Sources
     ``sim``  the project's simulator, **train** split (never the test split that validation and
              build-time parity score on), ``pair``/``task``/``seed`` as given.
-    ``DIR``  a folder of paired volumes readable by ``sgf_deploy.data.readers.read_volume``
-             (.npy, NIfTI, DICOM series folders, fastMRI/M4Raw HDF5):
-             * ``pairs.csv`` with a header ``reference,target`` and one pair of paths (relative to
-               DIR) per row, if present; otherwise
-             * every ``<stem>_ref.<ext>`` with the ``<stem>_target.<ext>`` of the same stem
-               (``.npy``, ``.nii``, ``.nii.gz``, ``.h5``, ``.hdf5``, ``.dcm``; folders ``<stem>_ref/``
-               and ``<stem>_target/`` as DICOM series).
-             Slices are drawn evenly over all pairs (seeded); slices whose target or reference is
-             constant (empty edge slices) are skipped, since per-instance normalisation is
-             undefined there.
+    ``DIR``  a folder of the user's pairs in the one folder convention of
+             :mod:`sgf_deploy.data.pairs` (``pairs.csv``, or files paired by contrast tag /
+             role name); a fully sampled target is degraded for ``task`` first, so the set holds
+             what the engine will see. Slices are drawn evenly over all pairs (seeded); slices
+             whose target or reference is constant (empty edge slices) are skipped, since
+             per-instance normalisation is undefined there.
 
 No torch is imported here.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import io
 import json
@@ -41,15 +36,15 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .. import __version__
-from ..artifacts import sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
+from .. import __version__, contract
+from ..artifacts import sha256_bytes, sha256_file, temp_beside, write_bytes_atomic, write_json_atomic
 from ..errors import InputError, OutputExistsError
 
 FORMAT = "sgf-deploy-calibration"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_DIR = Path("calibration")
-SIZE_MULTIPLE = 8
+SIZE_MULTIPLE = contract.DEFAULT_SIZE_MULTIPLE
 MAX_N = 4096
 _PAIR_SUFFIXES = (".npy", ".nii.gz", ".nii", ".h5", ".hdf5", ".dcm", "")
 
@@ -75,17 +70,10 @@ def default_set_name(source: str, n: int, pair: str, task: str) -> str:
 
 def preprocess_pair(reference: np.ndarray, target: np.ndarray, size_multiple: int = SIZE_MULTIPLE
                     ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """One (H, W) pair -> normalised, edge-padded float32 arrays and the target's mean/std."""
-    from ..data.degrade import normalize_instance
-
-    ref_n, _, _ = normalize_instance(np.asarray(reference, np.float32))
-    tar_n, mean, std = normalize_instance(np.asarray(target, np.float32))
-    h, w = tar_n.shape
-    pad = ((0, (-h) % size_multiple), (0, (-w) % size_multiple))
-    if pad[0][1] or pad[1][1]:
-        ref_n = np.pad(ref_n, pad, mode="edge")
-        tar_n = np.pad(tar_n, pad, mode="edge")
-    return np.ascontiguousarray(ref_n, np.float32), np.ascontiguousarray(tar_n, np.float32), mean, std
+    """One (H, W) pair -> the engine's inputs by the input contract (:mod:`sgf_deploy.contract`):
+    normalised, edge-padded float32 (Hp, Wp) arrays and the target's mean/std."""
+    prepared = contract.prepare(reference, target, size_multiple)
+    return prepared.reference[0, 0], prepared.target[0, 0], prepared.means[0], prepared.stds[0]
 
 
 def _usable(ref: np.ndarray, tar: np.ndarray) -> bool:
@@ -101,76 +89,30 @@ def _from_sim(n: int, pair: str, task: str, seed: int) -> tuple[Iterable[tuple[n
     return pairs, {"kind": "simulator", "split": "train", "pair": pair, "task": task, "seed": int(seed)}
 
 
-def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(reference, target) paths of ``folder``: ``pairs.csv`` if present, else ``*_ref.*`` /
-    ``*_target.*`` of the same stem."""
-    csv_path = folder / "pairs.csv"
-    if csv_path.is_file():
-        pairs = []
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-        if not rows or [c.strip().lower() for c in rows[0][:2]] != ["reference", "target"]:
-            raise InputError(f"{csv_path}: the first row must be the header 'reference,target'")
-        for i, row in enumerate(rows[1:], start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) < 2:
-                raise InputError(f"{csv_path}: row {i} needs two paths (reference,target)")
-            ref, tar = (folder / row[0].strip(), folder / row[1].strip())
-            for p in (ref, tar):
-                if not p.exists():
-                    raise InputError(f"{csv_path}: row {i}: {p} does not exist")
-            pairs.append((ref, tar))
-        if not pairs:
-            raise InputError(f"{csv_path}: lists no pairs")
-        return pairs
-    pairs = []
-    for ref in sorted(folder.iterdir()):
-        name = ref.name
-        for suffix in _PAIR_SUFFIXES:
-            marker = "_ref" + suffix
-            if name.endswith(marker) and (suffix or ref.is_dir()):
-                tar = ref.with_name(name[: -len(marker)] + "_target" + suffix)
-                if tar.exists():
-                    pairs.append((ref, tar))
-                break
-    if not pairs:
-        raise InputError(
-            f"{folder}: no calibration pairs found: expected pairs.csv (header reference,target) or files "
-            "named <stem>_ref.<ext> with <stem>_target.<ext> (.npy, .nii, .nii.gz, .h5, .dcm)"
-        )
-    return pairs
-
-
-def _from_dir(folder: Path, n: int, seed: int) -> tuple[Iterable[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    from ..data.readers import read_volume
+def _from_dir(folder: Path, n: int, seed: int, task: str) -> tuple[Iterable[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """Slices drawn evenly (seeded) over the pairs of a user folder (:mod:`sgf_deploy.data.pairs`),
+    each target as the engine sees it (degraded for ``task`` when the folder's targets are fully
+    sampled); constant slices are skipped (normalisation is undefined there)."""
+    from ..data.pairs import find_pairs, load_pair
 
     if not folder.is_dir():
         raise InputError(f"{folder}: calibration source is neither 'sim' nor a folder")
-    pairs = find_pairs(folder)
-    volumes = []
-    for ref_path, tar_path in pairs:
-        ref = read_volume(ref_path, role="reference").data
-        tar = read_volume(tar_path, role="target").data
-        if ref.shape != tar.shape:
-            raise InputError(f"{ref_path} and {tar_path}: reference {ref.shape} and target {tar.shape} differ in shape")
-        volumes.append((ref_path, tar_path, ref, tar))
-    index = [(v, s) for v, (_, _, ref, tar) in enumerate(volumes) for s in range(len(tar)) if _usable(ref[s], tar[s])]
+    pairs = [load_pair(files, task, seed) for files in find_pairs(folder)]
+    index = [(v, s) for v, p in enumerate(pairs) for s in range(len(p.target)) if _usable(p.reference[s], p.target[s])]
     if not index:
         raise InputError(f"{folder}: no usable slices (every slice is constant or non-finite)")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(index))[: min(n, len(index))]
-    chosen = sorted(index[i] for i in order)
-    out = [(volumes[v][2][s], volumes[v][3][s]) for v, s in chosen]
+    chosen = sorted(index[i] for i in rng.permutation(len(index))[: min(n, len(index))])
     detail = {
         "kind": "folder",
         "folder": str(folder.resolve()),
-        "pairs": [[str(r.relative_to(folder)), str(t.relative_to(folder))] for r, t, _, _ in volumes],
+        "pairs": [[str(p.files.reference.relative_to(folder)), str(p.files.target.relative_to(folder))] for p in pairs],
+        "degradation": sorted({p.degradation for p in pairs}),
         "slices": [[int(v), int(s)] for v, s in chosen],
         "seed": int(seed),
         "available_slices": len(index),
     }
-    return out, detail
+    return [(pairs[v].reference[s], pairs[v].target[s]) for v, s in chosen], detail
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -205,13 +147,12 @@ def write_calibration_set(
     if src == "sim":
         pairs, detail = _from_sim(n, pair, task, seed)
     else:
-        pairs, detail = _from_dir(Path(src), n, seed)
+        pairs, detail = _from_dir(Path(src), n, seed, task)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     import shutil
-    import tempfile
 
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = temp_beside(out, directory=True)
     try:
         files: dict[str, str] = {}
         shapes: dict[str, int] = {}
@@ -316,23 +257,6 @@ class CalibrationSet:
             "source_detail": {k: v for k, v in (self.manifest.get("source_detail") or {}).items() if k not in ("slices",)},
             "shapes": self.manifest.get("shapes"),
         }
-
-
-def fit_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Centre-crop and/or edge-pad (bottom/right) a padded (H, W) array to ``shape``: used when an
-    engine's input is fixed at a size the calibration set was not made at."""
-    h, w = image.shape
-    th, tw = shape
-    if h > th:
-        top = (h - th) // 2
-        image = image[top : top + th]
-    if w > tw:
-        left = (w - tw) // 2
-        image = image[:, left : left + tw]
-    h, w = image.shape
-    if h < th or w < tw:
-        image = np.pad(image, ((0, th - h), (0, tw - w)), mode="edge")
-    return np.ascontiguousarray(image, np.float32)
 
 
 def list_calibration_sets(folder: str | os.PathLike = DEFAULT_DIR) -> list[Path]:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from .dataset import CalibrationSet, fit_shape
+from ..contract import fit
+from .dataset import CalibrationSet
 
 
 class CalibrationSetReader(CalibrationDataReader):
@@ -43,7 +44,7 @@ class CalibrationSetReader(CalibrationDataReader):
         ref, tar = self.set.load(self.position)
         self.position += 1
         if self.input_shape is not None:
-            ref, tar = fit_shape(ref, self.input_shape), fit_shape(tar, self.input_shape)
+            ref, tar = fit(ref, self.input_shape), fit(tar, self.input_shape)
         return {self.input_names[0]: ref[None, None], self.input_names[1]: tar[None, None]}
 
     def stacked(self) -> dict[str, Any]:

@@ -1,10 +1,33 @@
-"""``sgf-deploy bench``: speed, memory, start-up and parity of every backend (parse and call)."""
+"""``sgf-deploy bench``: speed, memory, start-up and parity of every backend (parse and call).
+
+Every default comes from :mod:`sgf_deploy.bench.settings`; the options are named after the
+settings' fields, so the study's settings are built from them directly.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
 import click
 
+from ..bench.settings import BackendsBenchSettings, ScalingBenchSettings
 from ..errors import InputError
+from .options import n_option
+
+_B = BackendsBenchSettings()
+_S = ScalingBenchSettings()
+
+
+def _csv(values: Sequence[Any]) -> str:
+    return ",".join(map(str, values))
+
+
+def _defaults(backends: Any, scaling: Any) -> str:
+    """The help text's ``[default]`` of an option both studies share."""
+    return f"[default: {backends}]" if backends == scaling else f"[default: {backends}; --scaling: {scaling}]"
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -17,6 +40,12 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def _settings(cls: type, options: dict[str, Any]) -> Any:
+    """``cls`` from the options named after its fields; options not given keep its defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+
 @click.command("bench")
 @click.option("--engine", "engines", multiple=True, type=click.Path(dir_okay=False, exists=True), metavar="PATH",
               help="engine to compare with PyTorch (repeatable)")
@@ -24,49 +53,72 @@ def _ints(text: str, flag: str) -> list[int]:
               help="export, calibrate and build every backend/precision this machine can run (the default without --engine)")
 @click.option("--ckpt", default=None, type=click.Path(dir_okay=False, exists=True),
               help="checkpoint [the embedded default; else an untrained lite network, said so in the output]")
-@click.option("--sizes", default=None, metavar="S,S,...", help="square slice sizes [256,320,384,512; --scaling: 128..512]")
-@click.option("--batch", "batches", default="1,4", show_default=True, metavar="B,B,...", help="batch sizes")
-@click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="interleaved repeats (medians)")
-@click.option("--stack", default=32, show_default=True, type=click.IntRange(min=1), help="slices per throughput stack")
-@click.option("--parity-n", default=16, show_default=True, type=click.IntRange(min=1), help="held-out simulated slices for parity")
-@click.option("--startup-repeat", default=3, show_default=True, type=click.IntRange(min=1),
+@click.option("--sizes", default=None, metavar="S,S,...",
+              help=f"square slice sizes {_defaults(_csv(_B.sizes), _csv(_S.sizes))}")
+@click.option("--batch", "batches", default=_csv(_B.batches), show_default=True, metavar="B,B,...", help="batch sizes")
+@click.option("--repeat", default=None, type=click.IntRange(min=1),
+              help=f"interleaved repeats (medians) {_defaults(_B.repeat, _S.repeat)}")
+@click.option("--stack", default=_B.stack, show_default=True, type=click.IntRange(min=1), help="slices per throughput stack")
+@n_option(_B.parity_n, "held-out simulated slices for parity", legacy=("--parity-n",))
+@click.option("--startup-repeat", default=_B.startup_repeat, show_default=True, type=click.IntRange(min=1),
               help="fresh-process start-up runs at 320x320 batch 1")
 @click.option("--no-memory", is_flag=True, help="skip the fresh-process memory/start-up probes")
-@click.option("--workdir", default="bench-work", show_default=True, type=click.Path(file_okay=False),
+@click.option("--workdir", default=str(_B.workdir), show_default=True, type=click.Path(file_okay=False),
               help="exported model, calibration set, engines and inputs built by --all (reused when present)")
 @click.option("--scaling", is_flag=True, help="run the scaling study (MCNS, attention, network, cross-attention) instead")
-@click.option("--paper-max", default=512, show_default=True, type=click.IntRange(min=8),
+@click.option("--paper-max", default=_S.paper_max, show_default=True, type=click.IntRange(min=8),
               help="--scaling: largest size for the paper preset (the memory budget caps it too)")
-@click.option("--mem-budget-gb", default=6.0, show_default=True, type=float,
+@click.option("--mem-budget-gb", default=_S.mem_budget_gb, show_default=True, type=float,
               help="--scaling: cross-attention sizes whose estimated N x N peak exceeds this are marked, not run")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="--scaling: write the PNG here")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="write the full record as JSON")
-def command(engines, all_backends, ckpt, sizes, batches, repeat, stack, parity_n, startup_repeat, no_memory, workdir,
-            scaling, paper_max, mem_budget_gb, plot, json_out) -> None:
+@click.option("--markdown", default=None, type=click.Path(dir_okay=False, exists=True), metavar="JSON",
+              help="measure nothing: print the README tables of a recorded JSON (either study; "
+                   "with --plot, redraw a scaling record's PNG)")
+def command(scaling: bool, plot: str | None, json_out: str | None, markdown: str | None, **options: Any) -> None:
     """Compare PyTorch eager FP32 with every engine: latency p50/p95 per slice, throughput on a
     32-slice stack (ratio to PyTorch, measured interleaved in one run), peak memory and start-up in
     fresh processes, PSNR parity on simulated held-out slices. Threads: torch 2, ONNX Runtime 2."""
-    from ..artifacts import write_json_atomic
-
+    if markdown:
+        _render(markdown, plot)
+        return
+    options["memory"] = not options.pop("no_memory")
+    options["parity_n"] = options.pop("n")
+    options["sizes"] = _ints(options["sizes"], "--sizes") if options["sizes"] else None
     if scaling:
-        from ..bench.scaling import DEFAULT_SIZES, run_scaling, summary_lines
+        from ..bench.scaling.render import summary_lines
+        from ..bench.scaling.run import run_scaling
 
-        record = run_scaling(_ints(sizes, "--sizes") if sizes else DEFAULT_SIZES, repeat, paper_max=paper_max,
-                             mem_budget_gb=mem_budget_gb, memory=not no_memory, echo=click.echo)
+        record = run_scaling(_settings(ScalingBenchSettings, options), echo=click.echo)
         if plot:
             from ..bench.plot import plot_scaling
 
             plot_scaling(record, plot)
     else:
-        from ..bench.backends import DEFAULT_SIZES as BSIZES
-        from ..bench.backends import run_backends, summary_lines
+        from ..bench.backends.render import summary_lines
+        from ..bench.backends.run import run_backends
 
-        record = run_backends(list(engines), all_backends=all_backends, ckpt=ckpt,
-                              sizes=_ints(sizes, "--sizes") if sizes else BSIZES, batches=_ints(batches, "--batch"),
-                              repeat=repeat, stack=stack, parity_n=parity_n, startup_repeat=startup_repeat,
-                              memory=not no_memory, workdir=workdir, echo=click.echo)
+        options["batches"] = _ints(options["batches"], "--batch")
+        record = run_backends(_settings(BackendsBenchSettings, options), echo=click.echo)
     for line in summary_lines(record):
         click.echo(line)
     if json_out:
+        from ..artifacts import write_json_atomic
+
         write_json_atomic(json_out, record, overwrite=True)
         click.echo(f"wrote {json_out}")
+
+
+def _render(path: str, plot: str | None) -> None:
+    """README tables of a recorded JSON; a scaling record's PNG redrawn into ``plot``."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if record.get("study") == "scaling":
+        from ..bench.scaling.render import markdown
+
+        if plot:
+            from ..bench.plot import plot_scaling
+
+            plot_scaling(record, plot)
+    else:
+        from ..bench.backends.render import markdown
+    click.echo(markdown(record))

@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import click
 
+from .. import defaults as D
 from ..data.degrade import TASKS
 from ..data.simulator import PAIRS
+from .options import data_option, force_option, n_option, seed_option
 
 
 @click.command("calibrate")
-@click.option("--from", "source", default="sim", show_default=True,
-              help="'sim' (the simulator's train split) or a folder of paired volumes "
-                   "(pairs.csv with header reference,target, or <stem>_ref.<ext> + <stem>_target.<ext>)")
-@click.option("--n", default=64, show_default=True, type=click.IntRange(min=1), help="number of (reference, target) pairs")
+@data_option("'sim' (the simulator's train split) or a folder of your paired files (see README, 'Your own data')",
+             legacy=("--from",))
+@n_option(D.CALIBRATION_N, "number of (reference, target) pairs")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="folder to write [calibration/<pair>-<task>-sim-n<N>, or calibration/<folder>-n<N>]")
-@click.option("--pair", default="t1-t2", show_default=True, type=click.Choice(sorted(PAIRS)), help="contrast pair (--from sim)")
-@click.option("--task", default="recon4x", show_default=True, type=click.Choice(sorted(TASKS)), help="degradation (--from sim)")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--force", is_flag=True, help="replace --out if it exists")
-def command(source, n, out, pair, task, seed, force) -> None:
+@click.option("--pair", default=D.PAIR, show_default=True, type=click.Choice(sorted(PAIRS)), help="contrast pair (--data sim)")
+@click.option("--task", default=D.TASK, show_default=True, type=click.Choice(sorted(TASKS)), help="degradation")
+@seed_option()
+@force_option("replace --out if it exists")
+def command(data, n, out, pair, task, seed, force) -> None:
     """Write normalised, padded (reference, target) pairs + manifest.json for INT8 calibration."""
     from ..calibration.dataset import write_calibration_set
 
-    write_calibration_set(source, n, out, pair=pair, task=task, seed=seed, overwrite=force, echo=click.echo)
+    write_calibration_set(data, n, out, pair=pair, task=task, seed=seed, overwrite=force, echo=click.echo)

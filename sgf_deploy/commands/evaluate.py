@@ -1,21 +1,25 @@
+"""``sgf-deploy evaluate``: checkpoints vs zero-filled on the same held-out slices (parse and call)."""
+
 from __future__ import annotations
 
 import click
 
+from .. import defaults as D
+from .options import ckpt_option, force_option, n_option, seed_option
+
 
 @click.command("evaluate")
-@click.option("--ckpt", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
-              help="checkpoint(s) to score; repeat for several [the embedded default]")
+@ckpt_option("checkpoint(s) to score; repeat for several [the embedded default]", multiple=True, name="checkpoints")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]))
-@click.option("--n", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@n_option(D.EVALUATE_N, "held-out slices")
+@seed_option()
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write the result as JSON")
-@click.option("--force", is_flag=True, help="overwrite --json")
+@force_option("overwrite --json")
 def command(checkpoints, split, n, seed, json_out, force) -> None:
     """Score checkpoints and zero-filled on the same held-out simulated slices."""
     from ..artifacts import write_json_atomic
-    from ..model import default_checkpoint
     from ..model.evaluate import evaluate, format_table
+    from ..model.locate import default_checkpoint
 
     result = evaluate(list(checkpoints) or [default_checkpoint()], split=split, n=n, seed=seed)
     click.echo(format_table(result))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from .options import ckpt_option, force_option
+
 
 @click.command("export")
-@click.option("--ckpt", default=None, type=click.Path(dir_okay=False),
-              help="checkpoint (.pt or .safetensors) [the embedded default checkpoint]")
+@ckpt_option()
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="ONNX file to write [export/sgf_mri-<preset>-<task>-<pair>-<sha8>.onnx]; the sidecar <name>.json goes beside it")
 @click.option("--opset", default=None, type=int,
@@ -15,7 +16,7 @@ import click
 @click.option("--static", "static", default=None, metavar="HxW",
               help="fix the input size (multiples of 8) instead of dynamic H, W")
 @click.option("--batch", default=None, type=click.IntRange(min=1), help="fix the batch size instead of a dynamic N")
-@click.option("--force", is_flag=True, help="overwrite --out and its sidecar if they exist")
+@force_option("overwrite --out and its sidecar if they exist")
 def command(ckpt, out, opset, static, batch, force) -> None:
     """Export a checkpoint to ONNX (one sgf.MCNS node + function per MCSD block).
 

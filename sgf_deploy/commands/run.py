@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from .options import batch_option, force_option, threads_option
+
 
 @click.command("run")
 @click.option("--ref", "reference", required=True, metavar="PATH",
@@ -18,35 +20,41 @@ import click
               help="engine file; 'auto' = best validated engine in engines/, else the embedded default")
 @click.option("--out", default=None, metavar="PATH",
               help="output file/folder [beside the target, in the target's format]")
-@click.option("--overwrite", is_flag=True, help="replace an existing output")
+@force_option("replace an existing output (never an input)")
 @click.option("--gt", default=None, metavar="PATH", help="ground truth: print PSNR/SSIM of the output and of the target")
-@click.option("--batch", default=None, type=click.IntRange(min=1), help="slices per engine call [engine's optimum, else 4]")
+@batch_option("slices per engine call [engine's optimum, else 4]")
 @click.option("--allow-unvalidated", is_flag=True, help="run an engine with no passing validation (warns)")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="CPU threads for the backend [all cores]")
-def command(reference, target, engine, out, overwrite, gt, batch, allow_unvalidated, threads) -> None:
+@threads_option("CPU threads for the backend [all cores]")
+def command(reference, target, engine, out, force, gt, batch, allow_unvalidated, threads) -> None:
     """Reconstruct TARGET guided by REF and write the result beside the target."""
-    from ..runtime.pipeline import run_files
+    from ..runtime.pipeline import RunSettings, run_files
 
-    result = run_files(
-        reference, target, engine=engine, out=out, overwrite=overwrite, gt=gt, batch=batch,
-        allow_unvalidated=allow_unvalidated, threads=threads,
-        notice=lambda msg: click.echo(f"sgf-deploy: note: {msg}", err=True),
-        warn=lambda msg: click.echo(f"sgf-deploy: warning: {msg}", err=True),
-    )
+    settings = RunSettings(engine=engine, out=out, overwrite=force, gt=gt, batch=batch,
+                           allow_unvalidated=allow_unvalidated, threads=threads)
+    result = run_files(reference, target, settings,
+                       notice=lambda msg: click.echo(f"sgf-deploy: note: {msg}", err=True),
+                       warn=lambda msg: click.echo(f"sgf-deploy: warning: {msg}", err=True))
+    for line in summary_lines(result, target, gt):
+        click.echo(line)
+
+
+def summary_lines(result, target, gt) -> list[str]:  # noqa: ANN001 - RunResult, paths as given
+    """The run's summary on stdout: engine, input, timings, quality, output."""
     sel = result.selection
     rec = sel.reconstructor
     n, h, w = result.shape
     if sel.source == "default":
         built = " (built now and cached)" if sel.built_default else " (cached)"
-        engine_line = f"{rec.validation.label}{built}: {rec.engine_path} [{rec.backend} {rec.precision.upper()}, {rec.device}]"
+        engine_line = f"{rec.trust.label}{built}: {rec.engine_path} [{rec.backend} {rec.precision.upper()}, {rec.device}]"
     else:
         engine_line = rec.describe()
-    click.echo(f"engine:  {engine_line}")
-    click.echo(f"input:   {target} ({result.fmt}) {n} slice{'s' if n != 1 else ''} of {h}x{w}, batch {rec.batch}")
-    click.echo(f"time:    {result.timings.format()}; total {result.total_seconds:.2f} s")
+    lines = [f"engine:  {engine_line}",
+             f"input:   {target} ({result.fmt}) {n} slice{'s' if n != 1 else ''} of {h}x{w}, batch {rec.batch}",
+             f"time:    {result.timings.format()}; total {result.total_seconds:.2f} s"]
     if result.metrics:
         m = result.metrics
-        click.echo(f"quality vs {gt}:")
-        click.echo(f"  zero-filled (target)  PSNR {m['zero_filled']['psnr']:6.2f} dB  SSIM {m['zero_filled']['ssim']:.4f}")
-        click.echo(f"  SGF-MRI (this run)    PSNR {m['reconstruction']['psnr']:6.2f} dB  SSIM {m['reconstruction']['ssim']:.4f}")
-    click.echo(f"wrote:   {result.output}")
+        lines += [f"quality vs {gt}:",
+                  f"  zero-filled (target)  PSNR {m['zero_filled']['psnr']:6.2f} dB  SSIM {m['zero_filled']['ssim']:.4f}",
+                  f"  SGF-MRI (this run)    PSNR {m['reconstruction']['psnr']:6.2f} dB  SSIM {m['reconstruction']['ssim']:.4f}"]
+    lines.append(f"wrote:   {result.output}")
+    return lines

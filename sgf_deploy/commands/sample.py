@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import click
 
+from .options import ckpt_option, force_option
+
 
 @click.command("sample")
 @click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="folder for t1.npy (reference), t2_us.npy (undersampled target), t2_gt.npy (ground truth)")
-@click.option("--ckpt", default=None, type=click.Path(dir_okay=False), help="checkpoint [the embedded default]")
-@click.option("--force", is_flag=True, help="overwrite existing sample files")
+@ckpt_option()
+@force_option("overwrite existing sample files")
 def command(out_dir, ckpt, force) -> None:
     """Write the embedded sample and reconstruct it with the PyTorch reference."""
     from ..model.sample_check import score_reference_on_sample, write_sample_files

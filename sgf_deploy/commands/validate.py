@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import click
 
+from .. import defaults as D
+from .options import batch_option, ckpt_option, data_option, force_option, n_option, seed_option, threads_option
+
 
 @click.command("validate")
 @click.option("--engine", "engines", multiple=True, type=click.Path(dir_okay=False), metavar="PATH",
               help="engine file (repeatable) [every engine in --engines-dir without a verdict yet]")
-@click.option("--engines-dir", default="engines", show_default=True, type=click.Path(file_okay=False),
+@click.option("--engines-dir", default=str(D.ENGINES_DIR), show_default=True, type=click.Path(file_okay=False),
               help="where engines are looked for when no --engine is given")
-@click.option("--ckpt", default=None, type=click.Path(dir_okay=False),
-              help="the checkpoint the engine was built from (its SHA-256 must match the manifest) "
-                   "[the recorded path, else the embedded default, when the SHA-256 matches]")
-@click.option("--data", default="sim", show_default=True, metavar="sim|DIR",
-              help="'sim': the simulator's held-out test split for the engine's pair/task; or a folder of cases "
-                   "DIR/<case>/{reference,target,ground_truth}.<ext> or DIR/<case>_{ref,target,gt}.<ext> "
-                   "(.npy, NIfTI, DICOM folder, .h5)")
-@click.option("--n", default=None, type=click.IntRange(min=1),
-              help="slices to validate on [32 for sim; all slices of DIR]")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="simulator seed (--data sim)")
+@ckpt_option("the checkpoint the engine was built from (its SHA-256 must match the manifest) "
+             "[the recorded path, else the embedded default, when the SHA-256 matches]")
+@data_option("'sim': the simulator's held-out test split for the engine's pair/task; or a folder of your pairs "
+             "(see README, 'Your own data')")
+@n_option(None, f"slices to validate on [{D.VALIDATE_SIM_N} for sim; all slices of DIR]")
+@seed_option("simulator seed (--data sim)")
 @click.option("--report", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="report folder [reports/<engine stem>/]; with several engines, a parent folder")
 @click.option("--min-parity-psnr", default=None, type=float, metavar="DB",
@@ -29,9 +28,9 @@ import click
 @click.option("--layerwise", is_flag=True,
               help="on a failing verdict, compare intermediate tensors with the FP32 ONNX and name the first layer "
                    "whose error jumps (ONNX Runtime engines)")
-@click.option("--batch", default=None, type=click.IntRange(min=1), help="slices per engine call [engine's optimum]")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="CPU threads for torch and the backend")
-@click.option("--force", is_flag=True, help="replace an existing report folder")
+@batch_option()
+@threads_option("CPU threads for torch and the backend")
+@force_option("replace an existing report folder")
 def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, max_delta_psnr, layerwise,
             batch, threads, force) -> None:
     """Validate engines against the PyTorch reference; exit 3 when a verdict fails.
@@ -45,12 +44,12 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
     from pathlib import Path
 
     from ..errors import SgfError, ValidationFailed
-    from ..validate.parity import EngineNotRunnable, ValidationOutcome, validate_all, validate_engine
+    from ..validate import EngineNotRunnable, ValidateSettings, ValidationOutcome, validate_all, validate_engine
 
     echo = lambda msg: click.echo(f"sgf-deploy: {msg}", err=True)  # noqa: E731
-    kwargs = dict(ckpt=ckpt, data=data, n=n, seed=seed, min_parity_psnr=min_parity_psnr,
-                  max_delta_psnr=max_delta_psnr, overwrite=force, layerwise=layerwise, batch=batch,
-                  threads=threads, echo=echo)
+    settings = ValidateSettings(ckpt=ckpt, data=data, n=n, seed=seed, min_parity_psnr=min_parity_psnr,
+                                max_delta_psnr=max_delta_psnr, overwrite=force, layerwise=layerwise, batch=batch,
+                                threads=threads)
     outcomes: list[ValidationOutcome] = []
     not_run: list[str] = []
     errors: list[str] = []
@@ -58,7 +57,7 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
         for engine in engines:
             rep = report if len(engines) == 1 or report is None else str(Path(report) / Path(engine).stem)
             try:
-                outcomes.append(validate_engine(engine, report=rep, **kwargs))
+                outcomes.append(validate_engine(engine, settings.replace(report=rep), echo=echo))
             except EngineNotRunnable as exc:
                 not_run.append(f"{engine}: not run: {exc}")
             except SgfError as exc:
@@ -66,7 +65,7 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
                     raise
                 errors.append(f"{engine}: {exc}")
     else:
-        found, notices = validate_all(engines_dir, report=report, **kwargs)
+        found, notices = validate_all(engines_dir, settings.replace(report=report), echo=echo)
         for msg in notices:
             click.echo(f"sgf-deploy: note: {msg}", err=True)
         outcomes = [o for o in found if o.verdict in ("pass", "fail")]
@@ -76,34 +75,8 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
 
     for o in outcomes:
         click.echo(o.line())
-        if o.report and isinstance(o.report.get("layerwise"), dict):
-            lw = o.report["layerwise"]
-            if lw.get("run"):
-                fj = lw.get("first_jump")
-                if fj:
-                    fused = "".join(f"; its input from {f['node']} ({f['op']}" + (f", {f['module']}" if f.get("module") else "")
-                                    + ") was fused into it in the engine" for f in fj.get("fused_inputs_from", []))
-                    click.echo(f"  layer-wise: error first jumps at node {fj['node']} ({fj['op']}"
-                               + (f", {fj['module']}" if fj.get("module") else "") + fused
-                               + f"): relative error {fj['rel_error']:.3g} vs median {fj['median_before']:.3g} before")
-                for row in lw.get("top_added", [])[:5]:
-                    extra = ""
-                    if row.get("float_node") and row.get("rel_error_before_output_quantization") is not None:
-                        extra = (f" (runs in float: {row['rel_error_before_output_quantization']:.3g} before its output "
-                                 f"is quantized for {', '.join(row.get('consumers', [])) or 'its consumers'})")
-                    elif row.get("float_node") and row.get("consumers"):
-                        extra = (" (left in float by the build; its output is quantized for "
-                                 f"{', '.join(row['consumers'])})")
-                    elif row.get("float_node"):
-                        extra = " (left in float by the build, as are its consumers: the error comes from its inputs)"
-                    click.echo(f"    adds error: {row['node']} ({row['op']}): relative error {row['input_rel_error']:.3g} "
-                               f"in -> {row['rel_error']:.3g} out{extra}")
-                for note in lw.get("notes", [])[:-1]:  # the last one is the method note
-                    click.echo(f"  layer-wise note: {note}")
-                if lw.get("suggestion"):
-                    click.echo(f"  try: {lw['suggestion']}")
-            elif o.verdict == "fail":
-                click.echo(f"  layer-wise: not run: {lw.get('reason')}")
+        for line in layerwise_lines(o):
+            click.echo(line)
     for msg in not_run:
         click.echo(msg, err=True)
     for msg in errors:
@@ -120,3 +93,41 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
                                 + "; ".join(m.split(': not run: ', 1)[-1] for m in not_run))
     if errors:
         raise SgfError(f"{len(errors)} engine(s) could not be validated (see above)")
+
+
+def layerwise_lines(o) -> list[str]:  # noqa: ANN001 - a ValidationOutcome
+    """The ``--layerwise`` findings of a failing engine, for the terminal."""
+    lines: list[str] = []
+    lw = (o.report or {}).get("layerwise")
+    if not isinstance(lw, dict):
+        return lines
+    if not lw.get("run"):
+        if o.verdict == "fail":
+            lines.append(f"  layer-wise: not run: {lw.get('reason')}")
+        return lines
+    fj = lw.get("first_jump")
+    if fj:
+        fused = "".join(f"; its input from {f['node']} ({f['op']}" + (f", {f['module']}" if f.get("module") else "")
+                        + ") was fused into it in the engine" for f in fj.get("fused_inputs_from", []))
+        lines.append(f"  layer-wise: error first jumps at node {fj['node']} ({fj['op']}"
+                     + (f", {fj['module']}" if fj.get("module") else "") + fused
+                     + f"): relative error {fj['rel_error']:.3g} vs median {fj['median_before']:.3g} before")
+    for row in lw.get("top_added", [])[:5]:
+        lines.append(f"    adds error: {row['node']} ({row['op']}): relative error {row['input_rel_error']:.3g} "
+                     f"in -> {row['rel_error']:.3g} out{_float_note(row)}")
+    for note in lw.get("notes", [])[:-1]:  # the last one is the method note
+        lines.append(f"  layer-wise note: {note}")
+    if lw.get("suggestion"):
+        lines.append(f"  try: {lw['suggestion']}")
+    return lines
+
+
+def _float_note(row: dict) -> str:
+    if row.get("float_node") and row.get("rel_error_before_output_quantization") is not None:
+        return (f" (runs in float: {row['rel_error_before_output_quantization']:.3g} before its output "
+                f"is quantized for {', '.join(row.get('consumers', [])) or 'its consumers'})")
+    if row.get("float_node") and row.get("consumers"):
+        return f" (left in float by the build; its output is quantized for {', '.join(row['consumers'])})"
+    if row.get("float_node"):
+        return " (left in float by the build, as are its consumers: the error comes from its inputs)"
+    return ""

@@ -26,7 +26,10 @@ _LAZY = {
     "split_slices": "simulator",
     "split_subjects": "simulator",
     "read_h5_image": "fastmri_pairs",
-    "find_pairs": "fastmri_pairs",
+    "find_pairs": "pairs",
+    "load_pair": "pairs",
+    "PairFiles": "pairs",
+    "PairSource": "pairs",
     "H5PairSource": "fastmri_pairs",
 }
 

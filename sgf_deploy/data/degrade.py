@@ -1,4 +1,5 @@
-"""Retrospective degradations of a fully sampled image, and per-instance normalisation.
+"""Retrospective degradations of a fully sampled image (per-instance normalisation, re-exported
+here, lives in :mod:`sgf_deploy.contract`).
 
 * Reconstruction tasks (``recon4x``, ``recon8x``): Cartesian column undersampling of the centred
   orthonormal k-space (:func:`sgf_deploy.data.kspace.fft2c`) with fastMRI masks, zero-filled
@@ -17,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kspace import fft2c, ifft2c, rss
+from ..contract import denormalize, normalize_instance  # noqa: F401  (re-exported: the data API)
 from .masks import column_mask
 
 TASKS: dict[str, dict] = {
@@ -111,20 +113,3 @@ def degrade(
 
     ``rng`` draws the undersampling mask (recon tasks); ``None`` uses a fixed seed."""
     return degrade_with_mask(image, task, rng, mask_kind)[0]
-
-
-def normalize_instance(x: np.ndarray, eps: float = 1e-11) -> tuple[np.ndarray, float, float]:
-    """``(x - mean) / (std + eps)`` with the instance's own mean and std, as fastMRI's
-    ``normalize_instance`` (torch's ``std`` is the unbiased one, so ``ddof=1`` here). Statistics are
-    accumulated in float64; returns (float32 array, mean, std)."""
-    x = np.asarray(x)
-    x64 = x.astype(np.float64, copy=False)
-    mean = float(x64.mean())
-    std = float(x64.std(ddof=1)) if x64.size > 1 else 0.0
-    return ((x64 - mean) / (std + eps)).astype(np.float32), mean, std
-
-
-def denormalize(x: np.ndarray, mean: float, std: float, eps: float = 1e-11) -> np.ndarray:
-    """Inverse of :func:`normalize_instance`: ``x * (std + eps) + mean`` as float32."""
-    x64 = np.asarray(x).astype(np.float64, copy=False)
-    return (x64 * (float(std) + eps) + float(mean)).astype(np.float32)

@@ -3,7 +3,8 @@
 A file holds one volume: ``reconstruction_rss`` or ``reconstruction_esc`` (slices, H, W) magnitude
 images and/or ``kspace`` (slices, [coils,] H, W) complex. Two files of the same subject and
 session, whose names differ only by the contrast tag (M4Raw ``2022061003_T101.h5`` /
-``2022061003_T201.h5``, or generic ``sub01_T1.h5`` / ``sub01_T2.h5``), make a reference/target pair.
+``2022061003_T201.h5``, or generic ``sub01_T1.h5`` / ``sub01_T2.h5``), make a reference/target pair
+(found by :func:`sgf_deploy.data.pairs.find_pairs`).
 Degraded targets are made retrospectively with :mod:`sgf_deploy.data.degrade`; for
 reconstruction tasks, when the target file has multi-coil or single-coil k-space, its k-space is
 undersampled directly (zero-filled, RSS over coils) and the ground truth is the RSS of the full
@@ -14,7 +15,6 @@ stores ``reconstruction_rss`` as such a centre crop).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -123,44 +123,6 @@ def read_h5_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray
         for i in range(n):
             out[i] = _kspace_image(_read_slice(handle, path, key, i, True))
         return out
-
-
-_H5_SUFFIXES = (".h5", ".hdf5")
-
-
-def _tag_pattern(tag: str) -> re.Pattern:
-    # The tag as a whole token: preceded by start/separator, followed by digits (M4Raw repetition
-    # number) and then a separator or the end: "2022061003_T101" -> "T1", "sub01_T1" -> "T1".
-    return re.compile(rf"(?:^|(?<=[_\-.]))({re.escape(tag)})(?=\d*(?:[_\-.]|$))", re.IGNORECASE)
-
-
-def find_pairs(directory: str | os.PathLike, reference: str = "T1", target: str = "T2") -> list[tuple[Path, Path]]:
-    """(reference file, target file) pairs in ``directory`` (searched recursively) whose names
-    differ only by the contrast tag; sorted by reference path. Raises InputError if none."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"{directory}: not a directory")
-    if not reference or not target or reference.lower() == target.lower():
-        raise InputError(f"{directory}: reference and target contrast tags must differ (got {reference!r}, {target!r})")
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in _H5_SUFFIXES and p.is_file())
-    by_name = {(p.parent, p.name.lower()): p for p in files}
-    ref_re = _tag_pattern(reference)
-    pairs = []
-    for path in files:
-        stem, suffix = path.name[: -len(path.suffix)], path.suffix
-        for match in ref_re.finditer(stem):
-            candidate = stem[: match.start(1)] + target + stem[match.end(1) :] + suffix
-            other = by_name.get((path.parent, candidate.lower()))
-            if other is not None and other != path:
-                pairs.append((path, other))
-                break
-    if not pairs:
-        raise InputError(
-            f"{directory}: no pairs of HDF5 files whose names differ only by the contrast tag "
-            f"{reference!r} -> {target!r} (e.g. 2022061003_{reference}01.h5 / 2022061003_{target}01.h5 "
-            f"or sub01_{reference}.h5 / sub01_{target}.h5); {len(files)} HDF5 file(s) found"
-        )
-    return pairs
 
 
 class _PairInfo:

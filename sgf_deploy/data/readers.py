@@ -515,7 +515,48 @@ def _fmt_vec(v: Iterable[float] | None) -> str:
     return "none" if v is None else "(" + ", ".join(f"{x:g}" for x in v) + ")"
 
 
+#: One frame of a DICOM series, as built by :func:`_dicom_frames`.
+_Frame = dict[str, Any]
+
+
 def _read_dicom(p: Path, role: str, folder: bool) -> Volume:
+    """One DICOM series (a folder, or a single classic or Enhanced multi-frame file) as a Volume.
+
+    The steps run in this order, so the first problem found is the one reported: parse the
+    headers, check they form one series, expand them into frames, check the frames share one
+    grid, order the frames along the slice normal, then decode the pixels.
+    """
+    headers, notices = _dicom_headers(p, role, folder)
+    _check_one_series(headers, p, role)
+    frames = _dicom_series_frames(headers, p, role)
+    first = frames[0]  # series-wide attributes (size, spacing, orientation) come from this frame
+    _check_frames_agree(frames, p, role)
+    n, h, w = len(frames), first["rows"], first["cols"]
+    _check_limits((n, h, w), p, role)
+    frames = _order_frames(frames, p, role, notices)
+    spacing, orientation = _dicom_geometry(frames, first)
+    data = _validate(_dicom_pixels(frames, h, w, role), p, role, notices, copy=False)
+    templates = [_classic_template(fr) for fr in frames]
+    if any(fr["enhanced"] for fr in frames):
+        notices.append(f"{role} {p}: Enhanced multi-frame DICOM; output will be classic single-frame files")
+    return Volume(
+        data=data,
+        source=p,
+        fmt="dicom",
+        squeeze=n == 1,
+        spacing=spacing,
+        orientation=orientation,
+        header=templates,
+        notices=notices,
+    )
+
+
+def _dicom_headers(p: Path, role: str, folder: bool) -> tuple[list[tuple[Path, Any]], list[str]]:
+    """(file, header) of every DICOM image under ``p``, and a notice naming what was skipped.
+
+    In a folder, non-DICOM files and DICOM files without an image (DICOMDIR, reports) are
+    skipped; a single file that is not DICOM, or a damaged header anywhere, is refused.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -544,17 +585,27 @@ def _read_dicom(p: Path, role: str, folder: bool) -> Volume:
     notices: list[str] = []
     if not_dicom or no_image:
         notices.append(f"{role} {p}: skipped {not_dicom} non-DICOM file(s) and {no_image} DICOM file(s) without an image")
+    return headers, notices
 
+
+def _series_uid(ds: Any) -> str:
+    return str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
+
+
+def _check_one_series(headers: list[tuple[Path, Any]], p: Path, role: str) -> None:
+    """Refuse images from more than one series, listing (up to six of) them."""
     series: dict[str, list[Path]] = {}
     for f, ds in headers:
-        series.setdefault(str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)"), []).append(f)
+        series.setdefault(_series_uid(ds), []).append(f)
     if len(series) > 1:
-        desc = {str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)"): str(ds.get("SeriesDescription", ""))
-                for _, ds in headers}
+        desc = {_series_uid(ds): str(ds.get("SeriesDescription", "")) for _, ds in headers}
         listing = "; ".join(f"{uid} '{desc[uid]}' ({len(fs)} files)" for uid, fs in list(series.items())[:6])
         raise _fail(role, p, f"holds {len(series)} DICOM series, expected one: {listing}")
 
-    frames: list[dict[str, Any]] = []
+
+def _dicom_series_frames(headers: list[tuple[Path, Any]], p: Path, role: str) -> list[_Frame]:
+    """Every frame of every header, in file order; refuses colour images and over MAX_SLICES frames."""
+    frames: list[_Frame] = []
     for f, ds in headers:
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise _fail(role, f, f"is a colour image (SamplesPerPixel={ds.SamplesPerPixel}); expected greyscale MR")
@@ -562,10 +613,14 @@ def _read_dicom(p: Path, role: str, folder: bool) -> Volume:
             n_frames = int(ds.get("NumberOfFrames", 1) or 1)
         except (TypeError, ValueError):
             n_frames = 1
-        if len(frames) + n_frames > MAX_SLICES:
+        if len(frames) + n_frames > MAX_SLICES:  # checked before _dicom_frames builds the records
             raise _fail(role, p, f"has more than {MAX_SLICES} images; the limit is {MAX_SLICES} slices")
         frames.extend(_dicom_frames(f, ds))
+    return frames
 
+
+def _check_frames_agree(frames: list[_Frame], p: Path, role: str) -> None:
+    """Refuse frames that differ from the first in PixelSpacing, orientation or size."""
     first = frames[0]
     for key, label, tol in (("ps", "PixelSpacing", SPACING_TOL_MM), ("iop", "ImageOrientationPatient", 1e-4)):
         for fr in frames[1:]:
@@ -576,95 +631,117 @@ def _read_dicom(p: Path, role: str, folder: bool) -> Volume:
         if (fr["rows"], fr["cols"]) != (first["rows"], first["cols"]):
             raise _fail(role, p, f"images differ in size: {first['rows']}x{first['cols']} in {first['file'].name} "
                                  f"but {fr['rows']}x{fr['cols']} in {fr['file'].name}")
-    n, h, w = len(frames), first["rows"], first["cols"]
-    _check_limits((n, h, w), p, role)
 
-    # slice order: position along the slice normal, else InstanceNumber, else file/frame order
-    geometry = all(fr["iop"] is not None and fr["ipp"] is not None for fr in frames)
-    normal = None
-    if geometry:
-        iop = np.asarray(first["iop"], dtype=np.float64)
-        normal = np.cross(iop[:3], iop[3:])
-        for fr in frames:
-            fr["pos"] = float(np.dot(np.asarray(fr["ipp"]), normal))
-        frames.sort(key=lambda fr: fr["pos"])
-        pos = np.array([fr["pos"] for fr in frames])
-        if n > 1:
-            gaps = np.diff(pos)
-            j = int(np.argmin(gaps))
-            if gaps[j] < SPACING_TOL_MM:
-                a, b = frames[j], frames[j + 1]
-                raise _fail(role, p, f"two images share slice position {a['pos']:g} mm ({a['file'].name}"
-                                     f"{'' if a['n_frames'] == 1 else ' frame ' + str(a['frame'] + 1)} and "
-                                     f"{b['file'].name}{'' if b['n_frames'] == 1 else ' frame ' + str(b['frame'] + 1)}); "
-                                     f"multiple echoes/phases/stacks? export one image per position")
-            if gaps.max() - gaps.min() > 1e-2 * max(abs(float(np.median(gaps))), 1e-6):
-                notices.append(f"{role} {p}: uneven slice spacing ({gaps.min():g} to {gaps.max():g} mm)")
-    elif len(frames) > 1:
+
+def _has_geometry(frames: list[_Frame]) -> bool:
+    return all(fr["iop"] is not None and fr["ipp"] is not None for fr in frames)
+
+
+def _slice_normal(iop: tuple[float, ...]) -> np.ndarray:
+    """The slice normal (row cosine x column cosine) of an ImageOrientationPatient."""
+    cosines = np.asarray(iop, dtype=np.float64)
+    return np.cross(cosines[:3], cosines[3:])
+
+
+def _order_frames(frames: list[_Frame], p: Path, role: str, notices: list[str]) -> list[_Frame]:
+    """Slice order: position along the slice normal, else InstanceNumber, else file/frame order."""
+    if _has_geometry(frames):
+        return _order_by_position(frames, p, role, notices)
+    if len(frames) > 1:
         inst = [fr["instance"] for fr in frames]
         if not any(np.isnan(inst)) and len(set(inst)) == len(inst):
-            frames.sort(key=lambda fr: fr["instance"])
             notices.append(f"{role} {p}: no ImagePositionPatient; slices ordered by InstanceNumber")
-        else:
-            notices.append(f"{role} {p}: no slice positions; slices kept in file/frame order")
+            return sorted(frames, key=lambda fr: fr["instance"])
+        notices.append(f"{role} {p}: no slice positions; slices kept in file/frame order")
+    return frames
 
+
+def _frame_name(fr: _Frame) -> str:
+    return fr["file"].name + ("" if fr["n_frames"] == 1 else f" frame {fr['frame'] + 1}")
+
+
+def _order_by_position(frames: list[_Frame], p: Path, role: str, notices: list[str]) -> list[_Frame]:
+    """Sort by position along the first frame's normal (stored as ``pos``); refuse two frames at
+    one position (echoes, phases or stacks mixed in one series) and note uneven spacing."""
+    normal = _slice_normal(frames[0]["iop"])
+    for fr in frames:
+        fr["pos"] = float(np.dot(np.asarray(fr["ipp"]), normal))
+    frames = sorted(frames, key=lambda fr: fr["pos"])
+    if len(frames) > 1:
+        gaps = np.diff([fr["pos"] for fr in frames])
+        j = int(np.argmin(gaps))
+        if gaps[j] < SPACING_TOL_MM:
+            a, b = frames[j], frames[j + 1]
+            raise _fail(role, p, f"two images share slice position {a['pos']:g} mm ({_frame_name(a)} and "
+                                 f"{_frame_name(b)}); multiple echoes/phases/stacks? export one image per position")
+        if gaps.max() - gaps.min() > 1e-2 * max(abs(float(np.median(gaps))), 1e-6):
+            notices.append(f"{role} {p}: uneven slice spacing ({gaps.min():g} to {gaps.max():g} mm)")
+    return frames
+
+
+def _dicom_geometry(frames: list[_Frame], first: _Frame) -> tuple[tuple[float, ...] | None, np.ndarray | None]:
+    """(spacing, RAS affine) of frames already in slice order; ``first`` is the reference frame.
+
+    Spacing is (row, col) from PixelSpacing, plus the median slice step when positions are known;
+    the affine is None without ImageOrientationPatient/ImagePositionPatient on every frame.
+    """
     spacing: tuple[float, ...] | None = None
-    orientation = None
     if first["ps"] is not None:
         spacing = (float(first["ps"][0]), float(first["ps"][1]))
-    if geometry:
-        iop = np.asarray(first["iop"], dtype=np.float64)
-        ipp0 = np.asarray(frames[0]["ipp"], dtype=np.float64)
-        ps = first["ps"] or (1.0, 1.0)
-        aff = np.eye(4)
-        aff[:3, 0] = iop[3:] * ps[0]  # H (row index) moves along the column direction cosine
-        aff[:3, 1] = iop[:3] * ps[1]  # W (column index) moves along the row direction cosine
-        if n > 1:
-            aff[:3, 2] = (np.asarray(frames[-1]["ipp"]) - ipp0) / (n - 1)
-            if spacing is not None:
-                spacing = spacing + (float(np.median(np.diff([fr["pos"] for fr in frames]))),)
-        else:
-            aff[:3, 2] = normal * (first["thick"] or 1.0)
-        aff[:3, 3] = ipp0
-        orientation = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff  # LPS -> RAS
+    if not _has_geometry(frames):
+        return spacing, None
+    n = len(frames)
+    iop = np.asarray(first["iop"], dtype=np.float64)
+    ipp0 = np.asarray(frames[0]["ipp"], dtype=np.float64)
+    ps = first["ps"] or (1.0, 1.0)
+    aff = np.eye(4)
+    aff[:3, 0] = iop[3:] * ps[0]  # H (row index) moves along the column direction cosine
+    aff[:3, 1] = iop[:3] * ps[1]  # W (column index) moves along the row direction cosine
+    if n > 1:
+        aff[:3, 2] = (np.asarray(frames[-1]["ipp"]) - ipp0) / (n - 1)
+        if spacing is not None:
+            spacing = spacing + (float(np.median(np.diff([fr["pos"] for fr in frames]))),)
+    else:
+        aff[:3, 2] = _slice_normal(first["iop"]) * (first["thick"] or 1.0)
+    aff[:3, 3] = ipp0
+    return spacing, np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff  # LPS -> RAS
 
-    data = np.empty((n, h, w), dtype=np.float32)
-    by_file: dict[Path, list[tuple[int, dict[str, Any]]]] = {}
+
+def _dicom_pixels(frames: list[_Frame], h: int, w: int, role: str) -> np.ndarray:
+    """Decode every frame's pixels, rescaled, into an (N, H, W) float32 stack in ``frames`` order.
+
+    Each file is decoded once, files in the order their first frame appears in the stack.
+    """
+    data = np.empty((len(frames), h, w), dtype=np.float32)
+    by_file: dict[Path, list[tuple[int, _Frame]]] = {}
     for dest, fr in enumerate(frames):
         by_file.setdefault(fr["file"], []).append((dest, fr))
     for f, items in by_file.items():
-        full = None
-        try:
-            full = pydicom.dcmread(f, force=False)
-            pix = full.pixel_array
-        except Exception as exc:  # truncated pixel data, compressed without a decoder, ...
-            ts = getattr(getattr(full, "file_meta", None), "TransferSyntaxUID", None)
-            name = f" (transfer syntax {ts.name})" if ts is not None and hasattr(ts, "name") else ""
-            raise _fail(role, f, f"pixel data cannot be decoded{name}: {exc}") from None
-        pix = np.asarray(pix)
-        n_frames = items[0][1]["n_frames"]
-        if n_frames == 1:
-            pix = pix.reshape(1, *pix.shape) if pix.ndim == 2 else pix
-        if pix.shape != (n_frames, h, w):
-            raise _fail(role, f, f"pixel data has shape {pix.shape}, expected {n_frames}x{h}x{w}")
+        pix = _dicom_file_pixels(f, items[0][1]["n_frames"], h, w, role)
         for dest, fr in items:
             data[dest] = pix[fr["frame"]].astype(np.float64) * fr["slope"] + fr["inter"]
-        del pix, full
-    data = _validate(data, p, role, notices, copy=False)
+        del pix
+    return data
 
-    templates = [_classic_template(fr) for fr in frames]
-    if any(fr["enhanced"] for fr in frames):
-        notices.append(f"{role} {p}: Enhanced multi-frame DICOM; output will be classic single-frame files")
-    return Volume(
-        data=data,
-        source=p,
-        fmt="dicom",
-        squeeze=n == 1,
-        spacing=spacing,
-        orientation=orientation,
-        header=templates,
-        notices=notices,
-    )
+
+def _dicom_file_pixels(f: Path, n_frames: int, h: int, w: int, role: str) -> np.ndarray:
+    """The stored pixel values of ``f`` as an (n_frames, H, W) array; refuses undecodable data."""
+    import pydicom
+
+    full = None
+    try:
+        full = pydicom.dcmread(f, force=False)
+        pix = full.pixel_array
+    except Exception as exc:  # truncated pixel data, compressed without a decoder, ...
+        ts = getattr(getattr(full, "file_meta", None), "TransferSyntaxUID", None)
+        name = f" (transfer syntax {ts.name})" if ts is not None and hasattr(ts, "name") else ""
+        raise _fail(role, f, f"pixel data cannot be decoded{name}: {exc}") from None
+    pix = np.asarray(pix)
+    if n_frames == 1:
+        pix = pix.reshape(1, *pix.shape) if pix.ndim == 2 else pix
+    if pix.shape != (n_frames, h, w):
+        raise _fail(role, f, f"pixel data has shape {pix.shape}, expected {n_frames}x{h}x{w}")
+    return pix
 
 
 #: Enhanced-only and per-frame elements not copied into classic per-slice templates.

@@ -188,23 +188,6 @@ def _load_volumes() -> dict[str, np.ndarray]:
     }
 
 
-def template_slice(name: str, slice_index: int) -> np.ndarray:
-    """An unwarped template map at axial ``slice_index`` in the simulator's orientation
-    ((233, 197), anterior up, radiological): ``gm``, ``wm``, ``csf`` (mask - GM - WM) or
-    ``brain`` fractions; for slices within reach of :data:`USABLE_Z`."""
-    vol = _volumes()
-    z = int(slice_index) - int(vol["z0"])
-    if not 0 <= z < vol["stack"].shape[0]:
-        raise InputError(f"slice {slice_index} is outside the simulator's template range {USABLE_Z}")
-    plane = vol["stack"][z, 1:-1, 1:-1]  # (y, x, 3)
-    brain = np.clip(0.5 - 0.5 * plane[..., 2], 0.0, 1.0)
-    maps = {"gm": plane[..., 0], "wm": plane[..., 1], "brain": brain}
-    maps["csf"] = np.clip(brain - maps["gm"] - maps["wm"], 0.0, 1.0)
-    if name not in maps:
-        raise InputError(f"unknown template map {name!r}; expected one of {', '.join(maps)}")
-    return np.ascontiguousarray(maps[name][::-1, ::-1]).astype(np.float32)  # anterior up, radiological
-
-
 def brain_area(slice_index: int | None = None):
     """Brain-mask area (voxels) of each axial template slice, or of one slice."""
     area = _volumes()["brain_area"]

@@ -16,14 +16,13 @@ import datetime as _dt
 import gzip
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..artifacts import atomic_path
+from ..artifacts import atomic_path, temp_beside
 from ..errors import InputError, OutputExistsError
 from .volume import Volume
 
@@ -324,7 +323,7 @@ def _write_dicom(out: Path, arr: np.ndarray, like: Volume, overwrite: bool, desc
     stored, slope, inter, vmin, vmax = _quantise(arr)
     series_uid = generate_uid()
     now = _dt.datetime.now()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_beside(out, directory=True)
     try:
         for i, t in enumerate(templates):
             ds = _dicom_dataset(t, stored[i], i, series_uid, slope, inter, vmin, vmax, description, now)

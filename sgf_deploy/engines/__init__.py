@@ -18,16 +18,16 @@ from typing import Any
 from ..errors import EngineMismatchError, InputError
 from .base import BuildResult, Runner
 from .identity import BACKEND_CHOICES, BACKENDS, PRECISIONS, Profile, resolve_backend
-from .manifest import manifest_path, read_manifest, update_manifest, verify_engine_file
+from .manifest import EngineManifest, ModelInfo, TrustStatus, manifest_path, read_manifest, update_manifest
+from .settings import BuildSettings
 
 
-def build_engine(*args: Any, **kwargs: Any) -> BuildResult:
+def build_engine(onnx_path: str | os.PathLike | None = None, settings: BuildSettings | None = None, **options: Any
+                 ) -> BuildResult:
+    """See :func:`sgf_deploy.engines.build.build_engine` (imported on first use: it needs onnx)."""
     from .build import build_engine as _build
 
-    return _build(*args, **kwargs)
-
-
-build_engine.__doc__ = "See :func:`sgf_deploy.engines.build.build_engine`."
+    return _build(onnx_path, settings, **options)
 
 
 def load_engine(path: str | os.PathLike, *, threads: int | None = None) -> Runner:
@@ -36,9 +36,9 @@ def load_engine(path: str | os.PathLike, *, threads: int | None = None) -> Runne
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: engine file not found")
-    manifest = read_manifest(path)
-    verify_engine_file(path, manifest)
-    backend = manifest.get("backend")
+    manifest = EngineManifest.load(path)
+    manifest.verify_file(path)
+    backend = manifest.backend
     if backend == "onnxruntime":
         from .onnxruntime.runner import OrtRunner
 
@@ -51,6 +51,7 @@ def load_engine(path: str | os.PathLike, *, threads: int | None = None) -> Runne
 
 
 __all__ = [
-    "BACKENDS", "BACKEND_CHOICES", "BuildResult", "PRECISIONS", "Profile", "Runner", "build_engine",
-    "load_engine", "manifest_path", "read_manifest", "resolve_backend", "update_manifest",
+    "BACKENDS", "BACKEND_CHOICES", "BuildResult", "BuildSettings", "EngineManifest", "ModelInfo", "PRECISIONS",
+    "Profile", "Runner", "TrustStatus", "build_engine", "load_engine", "manifest_path", "read_manifest",
+    "resolve_backend", "update_manifest",
 ]

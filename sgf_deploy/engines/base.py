@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .identity import Profile
+from .manifest import EngineManifest
 
 INPUT_NAMES: tuple[str, str] = ("reference", "target")
 OUTPUT_NAME = "reconstruction"
@@ -27,7 +27,7 @@ class BuildResult:
 
     engine_path: Path
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: EngineManifest
 
 
 class Runner:
@@ -35,10 +35,10 @@ class Runner:
 
     backend: str = "?"
 
-    def __init__(self, engine_path: str | Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, engine_path: str | Path, manifest: EngineManifest) -> None:
         self.engine_path = Path(engine_path)
         self.manifest = manifest
-        self.profile = Profile.from_manifest(manifest.get("profile"))
+        self.profile = manifest.profile
 
     def check_inputs(self, reference: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ref = np.ascontiguousarray(reference, dtype=np.float32)

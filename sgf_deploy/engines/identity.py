@@ -227,6 +227,10 @@ class Profile:
     @classmethod
     def from_manifest(cls, data: Any) -> "Profile":
         data = data if isinstance(data, dict) else {}
+        for per_input in ("target", "reference"):  # per-input profiles: both inputs share one shape
+            if isinstance(data.get(per_input), dict):
+                data = data[per_input]
+                break
 
         def shape(key: str) -> Shape | None:
             value = data.get(key)
@@ -240,6 +244,43 @@ class Profile:
         if self.dynamic:
             return True
         return all(lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max))  # type: ignore[arg-type]
+
+    @property
+    def static_batch(self) -> int | None:
+        """The batch every call must have, when the batch dimension is fixed."""
+        if self.min and self.max and self.min[0] == self.max[0]:
+            return self.min[0]
+        return None
+
+    def choose_batch(self, requested: int | None, default: int) -> int:
+        """The batch to run with: the static batch, else ``requested`` (or the profile's optimum,
+        else ``default``) clamped to the profile's range."""
+        if requested is not None and int(requested) < 1:
+            raise InputError(f"batch must be >= 1, got {requested}")
+        if self.static_batch:
+            return self.static_batch
+        batch = int(requested) if requested else (self.opt[0] if self.opt else int(default))
+        if self.max:
+            batch = min(batch, self.max[0])
+        if self.min:
+            batch = max(batch, self.min[0])
+        return max(1, batch)
+
+    def spatial_problem(self, padded: tuple[int, int], original: tuple[int, int]) -> str | None:
+        """Why slices of ``original`` size (``padded`` after the contract's padding) do not fit,
+        or None when they do."""
+        if self.dynamic:
+            return None
+        (hp, wp), (h, w) = padded, original
+        lo, hi = self.min, self.max
+        if lo[2] <= hp <= hi[2] and lo[3] <= wp <= hi[3]:  # type: ignore[index]
+            return None
+        if (lo[2], lo[3]) == (hi[2], hi[3]):  # type: ignore[index]
+            allowed = f"exactly {hi[2]}x{hi[3]}"  # type: ignore[index]
+        else:
+            allowed = f"{lo[2]}x{lo[3]} to {hi[2]}x{hi[3]}"  # type: ignore[index]
+        return (f"this engine accepts padded slices of {allowed}; the input's {h}x{w} slices pad to {hp}x{wp}; "
+                "rebuild the engine for this size (sgf-deploy build --shapes) or use another")
 
     def describe(self) -> str:
         if self.dynamic:

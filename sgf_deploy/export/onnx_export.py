@@ -40,7 +40,6 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -203,14 +202,6 @@ def _strip_trace_metadata(proto: Any) -> None:
     del proto.metadata_props[:]
 
 
-def _umask_mode(path: Path) -> None:
-    """Give a temp file (mkstemp: 0600) the mode a normally created file would have: exported
-    models are meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def count_mcns_nodes(proto: Any) -> int:
     return sum(1 for node in proto.graph.node if node.domain == DOMAIN and node.op_type == OP_TYPE)
 
@@ -296,7 +287,6 @@ def export_onnx(
 
     with atomic_path(out, overwrite) as tmp:
         onnx.save(proto, str(tmp))
-        _umask_mode(tmp)
         check = _selfcheck.run_selfcheck(str(tmp), model, task, pair, static=static, batch=batch, echo=echo)
         if not check["passed"]:
             bad = next((c for c in check["cases"] if not c["passed"]), None)
@@ -318,7 +308,6 @@ def export_onnx(
         text = json.dumps(json_safe(record), indent=2, sort_keys=True) + "\n"
         with atomic_path(sidecar, overwrite) as tmp_json:
             tmp_json.write_text(text, encoding="utf-8")
-            _umask_mode(tmp_json)
     if echo:
         echo(f"wrote {out} ({n_mcns} sgf.MCNS node{'s' if n_mcns != 1 else ''}, sha256 {onnx_sha[:12]}...) and {sidecar}")
     return ExportResult(

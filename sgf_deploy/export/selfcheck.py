@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import contract
+from ..compare import image_parity
+
 # The gate (module constants so that a test can tighten them).
 MAX_ABS_ERROR = 1e-4
 MIN_PSNR_DB = 80.0
@@ -112,27 +115,13 @@ def _degrade(image: np.ndarray, task: str, rng: np.random.Generator) -> np.ndarr
 
 
 def _prepare(ref: np.ndarray, tar: np.ndarray, shape: tuple[int, int], multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centre-crop raw slices to at most ``shape``, normalise each slice (runtime convention),
-    edge-pad bottom/right to ``shape`` (itself a multiple of ``multiple``)."""
-    from ..model.infer import normalize_pair
-
+    """Centre-crop raw slices to at most ``shape``, then the input contract (normalise each slice,
+    edge-pad bottom/right), padded on to ``shape`` (itself a multiple of ``multiple``)."""
     h, w = shape
-    assert h % multiple == 0 and w % multiple == 0
     y0 = max(0, (ref.shape[1] - h) // 2)
     x0 = max(0, (ref.shape[2] - w) // 2)
-    ref = ref[:, y0 : y0 + h, x0 : x0 + w]
-    tar = tar[:, y0 : y0 + h, x0 : x0 + w]
-    refs, tars = [], []
-    for r, t in zip(ref, tar):
-        rn, tn, _, _ = normalize_pair(r, t)
-        pad = ((0, h - rn.shape[0]), (0, w - rn.shape[1]))
-        refs.append(np.pad(rn, pad, mode="edge"))
-        tars.append(np.pad(tn, pad, mode="edge"))
-    return np.stack(refs)[:, None].astype(np.float32), np.stack(tars)[:, None].astype(np.float32)
-
-
-def padded_size(size: int, multiple: int) -> int:
-    return size + (-size) % multiple
+    prepared = contract.prepare(ref[:, y0 : y0 + h, x0 : x0 + w], tar[:, y0 : y0 + h, x0 : x0 + w], multiple)
+    return contract.pad_edge(prepared.reference, shape), contract.pad_edge(prepared.target, shape)
 
 
 def plan_cases(static: tuple[int, int] | None, batch: int | None, multiple: int) -> list[tuple[int, int, int]]:
@@ -141,24 +130,18 @@ def plan_cases(static: tuple[int, int] | None, batch: int | None, multiple: int)
     case, attention memory grows with the square of the positions), at the static batch if any."""
     if static is not None:
         return [(batch or 2, static[0], static[1])]
-    full = (padded_size(SLICE_SHAPE[0], multiple), padded_size(SLICE_SHAPE[1], multiple))
-    crop = (padded_size(CROP_SHAPE[0], multiple), padded_size(CROP_SHAPE[1], multiple))
+    full = (contract.padded_size(SLICE_SHAPE[0], multiple), contract.padded_size(SLICE_SHAPE[1], multiple))
+    crop = (contract.padded_size(CROP_SHAPE[0], multiple), contract.padded_size(CROP_SHAPE[1], multiple))
     return [(batch or 1, *full), (batch or 2, *crop)]
 
 
 # -------------------------------------------------------------------------------------- metrics
 def compare(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
-    """(max abs error, PSNR in dB with data_range = max - min of ``reference``); PSNR is inf when
-    the outputs are identical."""
-    ref64, test64 = reference.astype(np.float64), test.astype(np.float64)
-    max_abs = float(np.abs(ref64 - test64).max())
-    mse = float(np.mean((ref64 - test64) ** 2))
-    data_range = float(ref64.max() - ref64.min())
-    if mse == 0:
-        return max_abs, float("inf")
-    if not (math.isfinite(mse) and data_range > 0):
-        return max_abs if math.isfinite(max_abs) else float("inf"), float("-inf")
-    return max_abs, 10.0 * math.log10(data_range**2 / mse)
+    """(max abs error, PSNR in dB with data_range = max - min of ``reference``): the self-check's
+    figures on the normalised scale (:func:`sgf_deploy.compare.image_parity`, rule
+    ``reference_span``); PSNR is inf when the outputs are identical."""
+    result = image_parity(reference, test, rule="reference_span")
+    return result.max_abs_error, result.psnr_db
 
 
 def check_function(onnx_path: str, groups: int, eps: float) -> dict[str, Any]:

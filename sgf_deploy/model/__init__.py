@@ -1,37 +1,41 @@
-"""The SGF-MRI network in PyTorch, the ``sgf::mcns`` op, presets and checkpoints."""
+"""The SGF-MRI network in PyTorch, the ``sgf::mcns`` op, presets and checkpoints.
+
+Importing this package is cheap and torch-free: the torch-using names (:func:`build_model`,
+:func:`load_checkpoint`, :class:`SGFMRI`, ...) are imported on first use (PEP 562), so that
+torch-free code (the runtime, validate's checkpoint resolution) can use :mod:`.locate`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import SGFConfig
-from .mcns import maybe_register_fused_kernel, mcns_reference
-from .network import SGFMRI, count_parameters
-from .presets import PRESETS, get_preset
+from .locate import DEFAULT_CHECKPOINT, default_checkpoint, resolve_checkpoint
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_CHECKPOINT = ASSETS / "default" / "lite-recon4x-t1-t2.pt"
+# name -> submodule, imported lazily (each of these imports torch)
+_LAZY = {
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "SGFConfig": "config",
+    "mcns_reference": "mcns",
+    "SGFMRI": "network",
+    "count_parameters": "network",
+    "PRESETS": "presets",
+    "get_preset": "presets",
+    "build_model": "presets",
+}
 
-
-def build_model(preset: str | SGFConfig = "lite") -> SGFMRI:
-    """A freshly initialised network from a preset name or a config."""
-    config = preset if isinstance(preset, SGFConfig) else get_preset(preset)
-    return SGFMRI(config)
-
-
-def default_checkpoint() -> Path:
-    """The embedded ``lite`` recon4x T1->T2 checkpoint shipped inside the package."""
-    if not DEFAULT_CHECKPOINT.is_file():
-        from ..errors import CheckpointError
-
-        raise CheckpointError(f"{DEFAULT_CHECKPOINT}: the embedded default checkpoint is missing from this install")
-    return DEFAULT_CHECKPOINT
+__all__ = ["DEFAULT_CHECKPOINT", "default_checkpoint", "resolve_checkpoint", *_LAZY]
 
 
-maybe_register_fused_kernel()
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
-__all__ = [
-    "SGFConfig", "SGFMRI", "PRESETS", "build_model", "count_parameters", "default_checkpoint",
-    "get_preset", "load_checkpoint", "save_checkpoint", "mcns_reference",
-]
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

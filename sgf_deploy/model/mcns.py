@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..kernels.torch_cuda import register_cuda_kernel
+
 NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = (
     (-1, 0), (-2, 0), (1, 0), (2, 0), (0, -1), (0, -2), (0, 1), (0, 2)
 )
@@ -135,13 +137,14 @@ def _backward(ctx, grad_out):
 mcns.register_autograd(_backward, setup_context=_setup_context)
 
 
-def maybe_register_fused_kernel() -> bool:
-    """Make the fused CUDA kernel the op's CUDA implementation unless ``SGF_MCNS_KERNEL=0``.
+def maybe_register_fused_kernel(*, force: bool = False) -> bool:
+    """Make the fused CUDA kernel this op's CUDA implementation unless ``SGF_MCNS_KERNEL=0``.
 
-    Verified on an NVIDIA H100 (benchmarks/gpu.md). Called from ``sgf_deploy.model``'s
-    ``__init__`` once this module is fully imported (calling it here, mid-import, was a circular
-    import); it is a no-op returning False without a CUDA device or without cuda-python/NVRTC.
+    Verified on an NVIDIA H100 (benchmarks/gpu.md). Runs once when this module is imported; a
+    no-op returning False without a CUDA device or without cuda-python/NVRTC (``force`` registers
+    regardless, which lets a CPU-only machine check that CPU dispatch is left alone).
     """
-    from ..kernels.torch_cuda import register_cuda_kernel
+    return register_cuda_kernel(mcns, mcns_reference, _check, force=force)
 
-    return register_cuda_kernel()
+
+maybe_register_fused_kernel()

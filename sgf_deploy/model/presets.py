@@ -29,3 +29,11 @@ def get_preset(name: str) -> SGFConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+
+
+def build_model(preset: "str | SGFConfig" = "lite"):  # noqa: ANN201 - an SGFMRI (imports torch)
+    """A freshly initialised network from a preset name or a config."""
+    from .network import SGFMRI
+
+    config = preset if isinstance(preset, SGFConfig) else get_preset(preset)
+    return SGFMRI(config)

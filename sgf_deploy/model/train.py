@@ -20,7 +20,8 @@ from ..artifacts import check_writable
 from ..errors import CheckpointError, SgfError
 from .checkpoint import model_from_state, read_checkpoint, save_checkpoint
 from .config import SGFConfig
-from .infer import normalize_pair, reconstruct
+from ..contract import normalize_instance
+from .infer import reconstruct
 from .network import SGFMRI
 from .presets import get_preset
 
@@ -42,9 +43,9 @@ class TrainSettings:
     val_n: int = 16
     seed: int = 0
     no_reference: bool = False
-    data: str = "sim"  # "sim" or a folder of fastMRI/M4Raw HDF5 pairs
-    ref_tag: str = "T1"
-    tar_tag: str = "T2"
+    data: str = "sim"  # "sim" or a folder of the user's pairs (sgf_deploy.data.pairs)
+    ref_tag: str | None = None  # contrast tags pairing the folder's files (None: role names, then T1/T2)
+    tar_tag: str | None = None
     threads: int | None = None
     pool: int = 512  # simulated slices generated once; each step crops from them (0 = simulate every example)
 
@@ -65,10 +66,10 @@ class BatchSource:
         self._h5 = None
         self._pool: list | None = None
         if settings.data != "sim":
-            from ..data.fastmri_pairs import H5PairSource, find_pairs
+            from ..data.pairs import PairSource, find_pairs
 
-            pairs = find_pairs(settings.data, reference=settings.ref_tag, target=settings.tar_tag)
-            self._h5 = H5PairSource(pairs, settings.task, seed=settings.seed)
+            self._h5 = PairSource(find_pairs(settings.data, settings.ref_tag, settings.tar_tag), settings.task,
+                                  seed=settings.seed)
         else:
             from ..data import simulator
 
@@ -96,7 +97,8 @@ class BatchSource:
         refs, tars, gts = [], [], []
         for _ in range(self.s.batch):
             ex = self.example(rng)
-            ref_n, tar_n, mean, std = normalize_pair(ex.reference, ex.target)
+            ref_n, _, _ = normalize_instance(ex.reference)
+            tar_n, mean, std = normalize_instance(ex.target)
             gt_n = (ex.ground_truth - mean) / (std + 1e-11)
             ref_n, tar_n, gt_n = _random_crop((ref_n, tar_n, gt_n.astype(np.float32)), self.s.crop, rng)
             refs.append(ref_n)

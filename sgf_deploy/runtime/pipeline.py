@@ -1,4 +1,9 @@
-"""Files in, files out: what ``sgf-deploy run`` does, as one library call (no torch)."""
+"""Files in, files out: what ``sgf-deploy run`` does, as one library call (no torch).
+
+Steps: :func:`plan_output` (where the result goes; never over an input), :func:`read_inputs`
+(reference, target, optional ground truth; every check that can fail on the inputs runs before an
+engine is loaded), :func:`select_engine`, reconstruct, :func:`score`, write.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,31 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from .. import defaults as D
 from ..artifacts import check_writable
 from ..errors import InputError, OutputExistsError
 from .select import Selection, select_engine
 from .timing import Timings
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Options of one run (``sgf-deploy run``); defaults in :mod:`sgf_deploy.defaults`."""
+
+    engine: str | None = "auto"
+    out: str | os.PathLike | None = None
+    overwrite: bool = False
+    gt: str | os.PathLike | None = None
+    batch: int | None = None
+    threads: int | None = None
+    allow_unvalidated: bool = False
+    engines_dir: str | os.PathLike = D.ENGINES_DIR
 
 
 @dataclass
@@ -29,93 +51,105 @@ class RunResult:
     notices: list[str] = field(default_factory=list)
 
 
-def run_files(reference: str | os.PathLike, target: str | os.PathLike, *, engine: str | None = None,
-              out: str | os.PathLike | None = None, overwrite: bool = False, gt: str | os.PathLike | None = None,
-              batch: int | None = None, allow_unvalidated: bool = False, threads: int | None = None,
-              engines_dir: str | os.PathLike = "engines", notice: Callable[[str], None] | None = None,
-              warn: Callable[[str], None] | None = None) -> RunResult:
-    """Read reference and target, reconstruct, optionally score against ``gt``, write the output.
+@dataclass
+class Inputs:
+    reference: Any  # sgf_deploy.data.volume.Volume
+    target: Any
+    ground_truth: Any | None
 
-    The output has the target's format and geometry (``write_volume(..., like=target)``); by default
-    it goes beside the target (``default_output_path``). Every check that can fail on the inputs runs
-    before the engine is loaded, and nothing is written unless the reconstruction is finite.
-    """
+    @property
+    def notices(self) -> list[str]:
+        return [msg for vol in (self.reference, self.target, self.ground_truth) if vol is not None for msg in vol.notices]
+
+
+def plan_output(target: str | os.PathLike, settings: RunSettings, inputs: list[Path]) -> Path:
+    """The output path: ``settings.out`` or beside the target; refused if it is an input or exists."""
+    from ..data.writers import default_output_path
+
+    out_path = Path(settings.out) if settings.out is not None else Path(default_output_path(target))
+    for p in inputs:
+        if _same_file(out_path, p):
+            raise OutputExistsError(f"{out_path}: is one of the inputs; refusing to write over an input (use --out)")
+    check_writable(out_path, settings.overwrite, "--overwrite")
+    return out_path
+
+
+def read_inputs(reference: str | os.PathLike, target: str | os.PathLike, gt: str | os.PathLike | None) -> Inputs:
+    """Read and check the inputs (same grid; a ground truth of the target's shape, max > 0)."""
     from ..data.readers import check_same_grid, read_volume
-    from ..data.writers import default_output_path, write_volume
 
+    ref_vol = read_volume(reference, role="reference")
+    tar_vol = read_volume(target, role="target")
+    check_same_grid(ref_vol, tar_vol)
+    gt_vol = None
+    if gt is not None:
+        gt_vol = read_volume(gt, role="ground truth")
+        if gt_vol.shape != tar_vol.shape:
+            raise InputError(f"ground truth {gt} is {gt_vol.shape_str()} but target {target} is {tar_vol.shape_str()}; "
+                             "they must have the same shape")
+        if not float(gt_vol.data.max()) > 0:
+            raise InputError(f"ground truth {gt}: maximum is {float(gt_vol.data.max()):g}; "
+                             "PSNR/SSIM (data range = max) undefined")
+    return Inputs(ref_vol, tar_vol, gt_vol)
+
+
+def score(ground_truth: np.ndarray, target: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM (fastMRI) of the reconstruction and of the target itself against the ground truth."""
+    from ..metrics import psnr, ssim
+
+    return {
+        "reconstruction": {"psnr": psnr(ground_truth, pred), "ssim": ssim(ground_truth, pred)},
+        "zero_filled": {"psnr": psnr(ground_truth, target), "ssim": ssim(ground_truth, target)},
+    }
+
+
+def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings: RunSettings | None = None, *,
+              notice: Echo | None = None, warn: Echo | None = None) -> RunResult:
+    """Read reference and target, reconstruct, optionally score against ``settings.gt``, write.
+
+    The output has the target's format and geometry (``write_volume(..., like=target)``); nothing is
+    written unless the reconstruction is finite."""
+    from ..data.writers import write_volume
+
+    settings = settings or RunSettings()
     start = time.perf_counter()
     notice = notice or (lambda msg: None)
     warn = warn or (lambda msg: None)
     timings = Timings()
-
-    out_path = Path(out) if out is not None else Path(default_output_path(target))
-    inputs = [Path(p) for p in (reference, target, gt) if p is not None]
-    for p in inputs:
-        if _same_file(out_path, p):
-            raise OutputExistsError(f"{out_path}: is one of the inputs; refusing to write over an input (use --out)")
-    check_writable(out_path, overwrite, "--overwrite")
-
+    out_path = plan_output(target, settings, [Path(p) for p in (reference, target, settings.gt) if p is not None])
     with timings.stage("read"):
-        ref_vol = read_volume(reference, role="reference")
-        tar_vol = read_volume(target, role="target")
-        check_same_grid(ref_vol, tar_vol)
-        gt_vol = None
-        if gt is not None:
-            gt_vol = read_volume(gt, role="ground truth")
-            if gt_vol.shape != tar_vol.shape:
-                raise InputError(
-                    f"ground truth {gt} is {gt_vol.shape_str()} but target {target} is {tar_vol.shape_str()}; "
-                    "they must have the same shape"
-                )
-            if not float(gt_vol.data.max()) > 0:
-                raise InputError(
-                    f"ground truth {gt}: maximum is {float(gt_vol.data.max()):g}; PSNR/SSIM (data range = max) undefined"
-                )
-    notices = [msg for vol in (ref_vol, tar_vol, gt_vol) if vol is not None for msg in vol.notices]
-    for msg in notices:
+        inputs = read_inputs(reference, target, settings.gt)
+    for msg in inputs.notices:
         notice(msg)
 
     selecting = time.perf_counter()
-    selection = select_engine(engine, engines_dir=engines_dir, batch=batch, threads=threads,
-                              allow_unvalidated=allow_unvalidated, echo=notice)
+    selection = select_engine(settings.engine, engines_dir=settings.engines_dir, batch=settings.batch,
+                              threads=settings.threads, allow_unvalidated=settings.allow_unvalidated, echo=notice)
     rec = selection.reconstructor
     if selection.built_default:  # first use of the embedded default: export + build, once
         timings.add("build", time.perf_counter() - selecting - rec.load_seconds)
-    if not rec.validation.ok:
-        warn(f"running an engine without a passing validation ({rec.validation.label}): {rec.engine_path}; "
+    if not rec.trust.ok:
+        warn(f"running an engine without a passing validation ({rec.trust.label}): {rec.engine_path}; "
              "its output has not been shown to match the PyTorch reference")
     for msg in selection.skipped:
         notice(f"skipped {msg}")
 
-    pred = rec(ref_vol.data, tar_vol.data)
+    pred = rec(inputs.reference.data, inputs.target.data)
     for msg in rec.notices:
         notice(msg)
-    timings.update({k: v for k, v in rec.timings.items()})
-
+    timings.update(rec.timings)
     metrics = None
-    if gt_vol is not None:
-        from ..metrics import psnr, ssim
-
+    if inputs.ground_truth is not None:
         with timings.stage("metrics"):
-            metrics = {
-                "reconstruction": {"psnr": psnr(gt_vol.data, pred), "ssim": ssim(gt_vol.data, pred)},
-                "zero_filled": {"psnr": psnr(gt_vol.data, tar_vol.data), "ssim": ssim(gt_vol.data, tar_vol.data)},
-            }
-
+            metrics = score(inputs.ground_truth.data, inputs.target.data, pred)
     if not np.isfinite(pred).all():  # never write NaN (Reconstructor checks too)
         raise InputError(f"{target}: the reconstruction is not finite; nothing was written")
     with timings.stage("write"):
-        written = write_volume(out_path, pred, like=tar_vol, overwrite=overwrite)
+        written = write_volume(out_path, pred, like=inputs.target, overwrite=settings.overwrite)
     return RunResult(
-        output=Path(written) if written is not None else out_path,
-        selection=selection,
-        slices=int(tar_vol.shape[0]),
-        shape=tar_vol.shape,
-        fmt=tar_vol.fmt,
-        timings=timings,
-        total_seconds=time.perf_counter() - start,
-        metrics=metrics,
-        notices=notices + list(rec.notices),
+        output=Path(written) if written is not None else out_path, selection=selection,
+        slices=int(inputs.target.shape[0]), shape=inputs.target.shape, fmt=inputs.target.fmt, timings=timings,
+        total_seconds=time.perf_counter() - start, metrics=metrics, notices=inputs.notices + list(rec.notices),
     )
 
 

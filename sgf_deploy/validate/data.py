@@ -1,49 +1,24 @@
-"""Validation data: the simulator's held-out test split, or a folder of the user's own cases.
+"""Validation data: the simulator's held-out test split, or a folder of the user's own pairs.
 
-``--data DIR`` layouts (every file in a format ``sgf_deploy.data.readers.read_volume`` reads:
-``.npy``, ``.nii``/``.nii.gz``, ``.h5``/``.hdf5``, ``.dcm`` or a DICOM series folder; the three
-images of a case must have the same (N, H, W) shape, the reference and target the same grid):
-
-1. one case per sub-folder::
-
-       DIR/<case>/reference.<ext>    (or ref.<ext>)
-       DIR/<case>/target.<ext>       (or tar.<ext>; the degraded target)
-       DIR/<case>/ground_truth.<ext> (or gt.<ext>)
-
-   ``<ext>`` may be a DICOM folder: ``DIR/<case>/reference/`` etc.
-2. flat files, the case name as prefix::
-
-       DIR/<case>_ref.<ext>  DIR/<case>_target.<ext>  DIR/<case>_gt.<ext>
-
-   (``_reference``/``_tar``/``_ground_truth`` are accepted as well);
-3. ``DIR`` itself holding ``reference.<ext>``, ``target.<ext>``, ``ground_truth.<ext>`` (one case).
-
-Each case is one volume: PSNR's data range is the ground-truth maximum of that volume (fastMRI).
-Each simulated slice is its own volume (its own subject and slice draw), as in
+``--data DIR`` follows the one folder convention of :mod:`sgf_deploy.data.pairs` (``pairs.csv``,
+or files paired by contrast tag / role name). A degraded target is validated as given against its
+ground truth; a fully sampled target is degraded for the engine's task with a seeded mask. Each pair is one volume: PSNR's data range is the ground-truth maximum of that
+volume (fastMRI). Each simulated slice is its own volume (its own subject and slice draw), as in
 ``sgf_deploy.model.evaluate``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import defaults as D
 from ..errors import InputError
 
-__all__ = ["Case", "ValidationData", "load_sim", "load_dir", "load_data", "DEFAULT_SIM_N"]
-
-DEFAULT_SIM_N = 32
-ROLES = ("reference", "target", "ground_truth")
-_ROLE_NAMES = {
-    "reference": ("reference", "ref"),
-    "target": ("target", "tar"),
-    "ground_truth": ("ground_truth", "gt"),
-}
-_EXTS = (".nii.gz", ".npy", ".nii", ".h5", ".hdf5", ".dcm", ".ima", "")
+__all__ = ["Case", "ValidationData", "load_sim", "load_dir", "load_data"]
 
 
 @dataclass
@@ -75,7 +50,7 @@ class ValidationData:
         return sum(c.n for c in self.cases)
 
 
-def load_sim(pair: str, task: str, n: int = DEFAULT_SIM_N, seed: int = 0) -> ValidationData:
+def load_sim(pair: str, task: str, n: int = D.VALIDATE_SIM_N, seed: int = 0) -> ValidationData:
     """``n`` slices of the simulator's held-out ``test`` split for ``pair``/``task``."""
     from ..data.simulator import simulate
 
@@ -108,122 +83,42 @@ def load_sim(pair: str, task: str, n: int = DEFAULT_SIM_N, seed: int = 0) -> Val
     return ValidationData(cases, desc)
 
 
-def _match_role(name: str, role: str, prefix: str = "") -> bool:
-    low = name.lower()
-    for ext in _EXTS:
-        if ext and not low.endswith(ext):
-            continue
-        stem = low[: len(low) - len(ext)] if ext else low
-        if stem in {prefix + r for r in _ROLE_NAMES[role]}:
-            return True
-    return False
-
-
-def _find_role(folder: Path, role: str) -> Path | None:
-    hits = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and _match_role(p.name, role)]
-    if len(hits) > 1:
-        raise InputError(f"{folder}: several {role} images ({', '.join(h.name for h in hits)}); keep one")
-    return hits[0] if hits else None
-
-
-def _case_from_folder(folder: Path) -> dict[str, Path] | None:
-    found = {role: _find_role(folder, role) for role in ROLES}
-    if all(v is None for v in found.values()):
-        return None
-    missing = [r for r, v in found.items() if v is None]
-    if missing:
-        raise InputError(
-            f"{folder}: case has no {' / '.join(missing)} image (expected e.g. reference.npy, target.npy, ground_truth.npy)"
-        )
-    return found  # type: ignore[return-value]
-
-
-_FLAT = re.compile(r"^(?P<case>.+)_(?P<role>ref|reference|target|tar|gt|ground_truth)(?P<ext>\.nii\.gz|\.[A-Za-z0-9]+)?$")
-
-
-def _flat_cases(folder: Path) -> dict[str, dict[str, Path]]:
-    cases: dict[str, dict[str, Path]] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
-        m = _FLAT.match(p.name)
-        if not m:
-            continue
-        role = next(r for r, names in _ROLE_NAMES.items() if m.group("role").lower() in names)
-        entry = cases.setdefault(m.group("case"), {})
-        if role in entry:
-            raise InputError(f"{folder}: case '{m.group('case')}' has two {role} images ({entry[role].name}, {p.name})")
-        entry[role] = p
-    for name, entry in cases.items():
-        missing = [r for r in ROLES if r not in entry]
-        if missing:
-            raise InputError(f"{folder}: case '{name}' has no {' / '.join(missing)} image (<case>_ref, <case>_target, <case>_gt)")
-    return cases
-
-
-def discover(directory: str | Path) -> dict[str, dict[str, Path]]:
-    """Case name -> {role: path} for the layouts in the module docstring."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: --data must be 'sim' or a folder of cases (not found or not a folder)")
-    single = _case_from_folder(folder)
-    if single is not None:
-        return {folder.name: single}
-    cases: dict[str, dict[str, Path]] = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found = _case_from_folder(sub)
-        if found is not None:
-            cases[sub.name] = found
-    if not cases:
-        cases = _flat_cases(folder)
-    if not cases:
-        raise InputError(
-            f"{folder}: no validation cases found; expected <case>/reference.<ext>, <case>/target.<ext>, "
-            "<case>/ground_truth.<ext> or files <case>_ref.<ext>, <case>_target.<ext>, <case>_gt.<ext>"
-        )
-    return cases
-
-
-def load_dir(directory: str | Path, n: int | None = None) -> ValidationData:
-    """Every case of ``directory`` (sorted by name); at most ``n`` slices in all when given."""
-    from ..data.readers import check_same_grid, read_volume
+def load_dir(directory: str | Path, n: int | None = None, *, task: str | None = None, seed: int = 0,
+             ref_tag: str | None = None, tar_tag: str | None = None) -> ValidationData:
+    """Every pair of ``directory`` (:func:`sgf_deploy.data.pairs.find_pairs`, sorted by subject);
+    at most ``n`` slices in all when given."""
+    from ..data.pairs import find_pairs, load_pair
 
     if n is not None and n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
-    found = discover(directory)
     cases: list[Case] = []
     total = 0
-    for name, paths in found.items():
-        ref = read_volume(paths["reference"], role="reference")
-        tar = read_volume(paths["target"], role="target")
-        gt = read_volume(paths["ground_truth"], role="ground truth")
-        check_same_grid(ref, tar)
-        if gt.data.shape != tar.data.shape:
-            raise InputError(
-                f"ground truth {gt.source} is {gt.shape_str()} but target {tar.source} is {tar.shape_str()}; "
-                "they must have the same shape"
-            )
-        if not float(np.max(gt.data)) > 0:
-            raise InputError(f"ground truth {gt.source}: maximum is {float(np.max(gt.data)):g}; PSNR is undefined")
-        take = tar.data.shape[0] if n is None else min(tar.data.shape[0], n - total)
-        cases.append(Case(
-            name=name,
-            reference=np.ascontiguousarray(ref.data[:take], dtype=np.float32),
-            target=np.ascontiguousarray(tar.data[:take], dtype=np.float32),
-            ground_truth=np.ascontiguousarray(gt.data[:take], dtype=np.float32),
-            sources={r: str(paths[r]) for r in ROLES} | {"format": tar.fmt, "slices_in_file": str(tar.data.shape[0])},
-        ))
-        total += take
+    for files in find_pairs(directory, ref_tag, tar_tag):
+        pair = load_pair(files, task, seed, None if n is None else n - total)
+        if pair.ground_truth is None:
+            raise InputError(f"{files.target}: pair '{files.name}' has no ground_truth image; validation scores "
+                             "against it (add <case>_gt / a ground_truth column)")
+        if not float(np.max(pair.ground_truth)) > 0:
+            raise InputError(f"ground truth of {files.name} ({files.ground_truth or files.target}): maximum is "
+                             f"{float(np.max(pair.ground_truth)):g}; PSNR is undefined")
+        sources = {"reference": str(files.reference), "target": str(files.target),
+                   "ground_truth": str(files.ground_truth or files.target), "subject": files.subject,
+                   "format": pair.fmt, "degradation": pair.degradation}
+        cases.append(Case(files.name, np.ascontiguousarray(pair.reference, np.float32),
+                          np.ascontiguousarray(pair.target, np.float32),
+                          np.ascontiguousarray(pair.ground_truth, np.float32), sources))
+        total += cases[-1].n
         if n is not None and total >= n:
             break
     desc = {
         "source": "dir",
-        "what": f"user cases in {Path(directory)}",
+        "what": f"user pairs in {Path(directory)}",
         "directory": str(Path(directory)),
+        "task": task,
         "n_slices": total,
         "n_volumes": len(cases),
         "cases": [{"name": c.name, "slices": c.n, "shape": list(c.shape), **c.sources} for c in cases],
-        "volume_convention": "each case file is one volume (PSNR data range = its ground-truth maximum)",
+        "volume_convention": "each pair is one volume (PSNR data range = its ground-truth maximum)",
         "limit_n": n,
     }
     return ValidationData(cases, desc)
@@ -235,5 +130,5 @@ def load_data(data: str, *, pair: str | None, task: str | None, n: int | None, s
         if not pair or not task:
             raise InputError("--data sim needs the engine's contrast pair and task, but its manifest records no 'model' "
                              "pair/task; pass --data DIR")
-        return load_sim(pair, task, DEFAULT_SIM_N if n is None else n, seed)
-    return load_dir(data, n)
+        return load_sim(pair, task, D.VALIDATE_SIM_N if n is None else n, seed)
+    return load_dir(data, n, task=task, seed=seed)

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engines.manifest import EngineManifest
 from ..errors import SgfError
 
 __all__ = ["layerwise_compare", "compare_graphs", "find_jump", "SKIP_OPS"]
@@ -389,34 +390,31 @@ def compare_graphs(fp32_model: Any, engine_model: Any, feeds: dict[str, np.ndarr
     }
 
 
-def _engine_graph(engine: Path, manifest: dict[str, Any]) -> Path:
+def _engine_graph(engine: Path, manifest: EngineManifest) -> Path:
     if engine.suffix.lower() == ".onnx":
         return engine
-    for key in ("precision_onnx", "converted_onnx", "engine_onnx", "onnx_converted"):
-        for src in (manifest, manifest.get("build_options") or {}):
-            value = src.get(key) if isinstance(src, dict) else None
-            if value:
-                for base in (Path.cwd(), engine.parent, engine.parent.parent):
-                    p = Path(value) if Path(value).is_absolute() else base / value
-                    if p.is_file():
-                        return p
+    if manifest.precision_onnx:
+        value = Path(manifest.precision_onnx)
+        for base in (Path.cwd(), engine.parent, engine.parent.parent):
+            p = value if value.is_absolute() else base / value
+            if p.is_file():
+                return p
     raise SgfError(
         f"{engine}: layer-wise comparison needs the engine's graph as ONNX (ONNX Runtime engines are ONNX files; "
-        f"this {manifest.get('backend')} engine's manifest records no converted ONNX). Build an ONNX Runtime engine "
+        f"this {manifest.backend} engine's manifest records no converted ONNX). Build an ONNX Runtime engine "
         "of the same precision and run --layerwise on it, or use 'polygraphy debug precision' on a GPU machine"
     )
 
 
-def build_suggestion(fp32_onnx: Path | str, manifest: dict[str, Any], nodes: list[str]) -> str:
+def build_suggestion(fp32_onnx: Path | str, manifest: EngineManifest, nodes: list[str]) -> str:
     """The ``sgf-deploy build`` line that rebuilds the engine with ``nodes`` in higher precision.
 
     INT8: ``--exclude`` adds nodes to the float list (default @mcns, @attention). FP16:
     ``--keep-fp32`` replaces the default list, so the previous list (``@default``) comes first.
     The engine's other build options (backend, profile, calibration) are repeated."""
-    prec = str(manifest.get("precision") or "int8").lower()
-    opts = manifest.get("build_options") or {}
-    parts = ["sgf-deploy build", f"--onnx {fp32_onnx}", f"--backend {manifest.get('backend') or 'onnxruntime'}",
-             f"--{prec}"]
+    prec = manifest.precision.lower()
+    opts = manifest.build_options
+    parts = ["sgf-deploy build", f"--onnx {fp32_onnx}", f"--backend {manifest.backend}", f"--{prec}"]
     if opts.get("shapes"):
         parts.append(f"--shapes {opts['shapes']}")
 
@@ -426,7 +424,7 @@ def build_suggestion(fp32_onnx: Path | str, manifest: dict[str, Any], nodes: lis
         return [v for v in (value.split(",") if isinstance(value, str) else list(value)) if v]
 
     if prec == "int8":
-        calib = manifest.get("calibration") if isinstance(manifest.get("calibration"), dict) else {}
+        calib = manifest.calibration or {}
         if calib.get("path"):
             parts.append(f"--calib {calib['path']}")
         if opts.get("calib_method") and opts.get("calib_method") != "entropy":
@@ -475,16 +473,16 @@ def _weights_diff(reference: Any, other: Any) -> dict[str, Any]:
     return {"compared": compared, "identical": not differing, "differing": differing[:20]}
 
 
-def reference_graph(model: Any, onnx_meta: dict[str, Any] | None, manifest: dict[str, Any], like: Any) -> Any:
+def reference_graph(model: Any, onnx_meta: dict[str, Any] | None, manifest: EngineManifest, like: Any) -> Any:
     """A fresh FP32 export of the PyTorch model (no file, no self-check), shaped like ``like``."""
     from ..export.onnx_export import DEFAULT_OPSET, export_model_proto
 
-    opset = (onnx_meta or {}).get("sgf.opset") or (manifest.get("model") or {}).get("opset") or DEFAULT_OPSET
+    opset = (onnx_meta or {}).get("sgf.opset") or manifest.model.opset or DEFAULT_OPSET
     batch, static = _fixed_dims(like)
     return export_model_proto(model, int(opset), static, batch)
 
 
-def layerwise_compare(engine: Path, manifest: dict[str, Any], fp32_onnx: Path | None,
+def layerwise_compare(engine: Path, manifest: EngineManifest, fp32_onnx: Path | None,
                       reference: np.ndarray, target: np.ndarray, *, model: Any = None,
                       onnx_meta: dict[str, Any] | None = None, factor: float = DEFAULT_FACTOR,
                       floor: float = DEFAULT_FLOOR, threads: int | None = None) -> dict[str, Any]:
@@ -507,7 +505,7 @@ def layerwise_compare(engine: Path, manifest: dict[str, Any], fp32_onnx: Path | 
     if fp32_model is None:
         if built_from is None:
             raise SgfError(f"{engine}: layer-wise comparison needs the FP32 model: the ONNX it was built from "
-                           f"(SHA-256 {str(manifest.get('onnx_sha256'))[:12]}...) is not in export/ or the recorded path")
+                           f"(SHA-256 {str(manifest.onnx_sha256)[:12]}...) is not in export/ or the recorded path")
         fp32_model, source = built_from, f"the ONNX file the engine was built from ({fp32_onnx})"
     batch, _ = _fixed_dims(engine_model)
     reps = int(batch) if batch and batch > 1 else 1
@@ -526,7 +524,7 @@ def layerwise_compare(engine: Path, manifest: dict[str, Any], fp32_onnx: Path | 
                          "re-export it with sgf-deploy export and rebuild the engine")
     # Nodes the build left in float (manifest), e.g. MCNS: an error jump at their output comes from
     # their inputs' error, amplified, and/or from quantizing their output for INT8 consumers.
-    conversion = manifest.get("precision_conversion") if isinstance(manifest.get("precision_conversion"), dict) else {}
+    conversion = manifest.precision_conversion or {}
     float_nodes: set[str] = set(conversion.get("float_nodes") or [])
     if float_nodes:
         consumers: dict[str, list[str]] = {}
@@ -552,7 +550,7 @@ def layerwise_compare(engine: Path, manifest: dict[str, Any], fp32_onnx: Path | 
             if node and node not in keep and node not in float_nodes and len(keep) < 6:
                 keep.append(node)
     result["keep_fp32_candidates"] = keep
-    precision = str(manifest.get("precision") or "").lower()
+    precision = manifest.precision.lower()
     if precision == "fp32":
         notes.append("an FP32 engine has nothing to keep in higher precision: a layer-wise error here means the "
                      "engine's graph or backend computes something else than the checkpoint (see the first jump)")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import check_writable, sha256_file
+from ..artifacts import check_writable, sha256_file, temp_beside
 
 __all__ = ["write_report", "strict_json", "render_panel", "render_summary", "REPORT_FILES"]
 
@@ -233,12 +233,9 @@ def write_report(report_dir: str | os.PathLike, report: dict[str, Any], panel_im
     final = Path(report_dir)
     check_writable(final, overwrite, "--force")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = temp_beside(final, directory=True)
     old: Path | None = None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
         files = dict(REPORT_FILES)
         report = dict(report)
         report["files"] = dict(files)

@@ -27,4 +27,4 @@ def fp32_engine(tmp_path_factory, lite_ckpt) -> Path:
 
     root = tmp_path_factory.mktemp("bench-engine")
     onnx = export_onnx(lite_ckpt, out=root / "export" / "lite.onnx").path
-    return build_engine(onnx, backend="onnxruntime", precision="fp32", out_dir=root / "engines", threads=2, parity=0).engine_path
+    return build_engine(onnx, backend="onnxruntime", precision="fp32", out_dir=root / "engines", threads=2, parity_n=0).engine_path

@@ -6,19 +6,24 @@ import json
 
 import pytest
 
-from sgf_deploy.bench import backends as B
+from sgf_deploy.bench.backends.analyse import judge_bar
+from sgf_deploy.bench.backends.build import detect_backends
+from sgf_deploy.bench.backends.render import summary_lines
+from sgf_deploy.bench.backends.run import run_backends
+from sgf_deploy.bench.settings import BackendsBenchSettings
 
 
 def test_detect_backends_reports_reasons():
-    det = B.detect_backends()
+    det = detect_backends()
     assert det["onnxruntime-cpu"]["runnable"]
     for name in ("onnxruntime-cuda", "tensorrt", "tensorrt-rtx"):
         assert det[name]["runnable"] or det[name]["reason"]
 
 
 def test_run_backends_with_an_engine(tmp_path, lite_ckpt, fp32_engine):
-    record = B.run_backends([fp32_engine], ckpt=lite_ckpt, sizes=[16], batches=[1, 2], repeat=1, stack=2, parity_n=1,
-                            startup_repeat=1, workdir=tmp_path / "work", echo=None)
+    settings = BackendsBenchSettings(engines=[fp32_engine], ckpt=lite_ckpt, sizes=[16], batches=[1, 2], repeat=1, stack=2,
+                                     parity_n=1, startup_repeat=1, workdir=tmp_path / "work")
+    record = run_backends(settings, echo=None)
     assert [b["name"] for b in record["backends"]] == ["pytorch-fp32", "ort-fp32"]
     for key in ("16x1", "16x2"):
         rows = record["results"][key]["backends"]
@@ -31,7 +36,7 @@ def test_run_backends_with_an_engine(tmp_path, lite_ckpt, fp32_engine):
     assert record["checkpoint"]["trained"] is False
     assert record["profiles"]["ort-fp32"]["by_op_type"] and record["profiles"]["pytorch-fp32"]["by_op_type"]
     json.dumps(record)
-    lines = B.summary_lines(record)
+    lines = summary_lines(record)
     assert any("ort-fp32" in line for line in lines)
 
 
@@ -45,17 +50,17 @@ def test_refuses_an_engine_of_another_checkpoint(tmp_path, fp32_engine):
     other = tmp_path / "other.pt"
     save_checkpoint(other, build_model("lite"), {"task": "recon4x", "pair": "t1-t2", "steps": 0})
     with pytest.raises(InputError, match="built from checkpoint"):
-        B.run_backends([fp32_engine], ckpt=other, sizes=[16], batches=[1], repeat=1, stack=1, parity_n=1,
-                       memory=False, profile=False, workdir=tmp_path / "w", echo=None)
+        run_backends(BackendsBenchSettings(engines=[fp32_engine], ckpt=other, sizes=[16], batches=[1], repeat=1, stack=1,
+                                           parity_n=1, memory=False, profile=False, workdir=tmp_path / "w"), echo=None)
 
 
 def test_bad_sizes_and_batches(tmp_path):
     from sgf_deploy.errors import InputError
 
     with pytest.raises(InputError, match="multiples of 8"):
-        B.run_backends([], sizes=[20], workdir=tmp_path, echo=None)
+        run_backends(BackendsBenchSettings(sizes=[20], workdir=tmp_path), echo=None)
     with pytest.raises(InputError, match="must divide"):
-        B.run_backends([], sizes=[16], batches=[3], stack=32, workdir=tmp_path, echo=None)
+        run_backends(BackendsBenchSettings(sizes=[16], batches=[3], stack=32, workdir=tmp_path), echo=None)
 
 
 def test_judge_bar_flags_shortfall():
@@ -67,7 +72,7 @@ def test_judge_bar_flags_shortfall():
             "ort-int8": {"ratio_vs_pytorch": 2.0, "ratio_vs_pytorch_paired_median": 2.1}}}},
         "parity": {"ort-int8": {"psnr_engine_vs_pytorch_db": {"min": 45.0}, "delta_psnr_vs_gt_db": {"mean": -0.05}}},
     }
-    bar = B.judge_bar(record)
+    bar = judge_bar(record)
     assert bar["preset"] == "lite" and bar["met"] is False
     by = {c["what"].split(" ")[0] + c["what"][-7:]: c for c in bar["checks"]}
     int8 = next(c for c in bar["checks"] if c["what"].startswith("ort-int8 throughput"))

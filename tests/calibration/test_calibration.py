@@ -20,7 +20,7 @@ from sgf_deploy.calibration import (
     select_nodes,
     write_calibration_set,
 )
-from sgf_deploy.calibration.dataset import fit_shape
+from sgf_deploy.contract import fit as fit_shape
 from sgf_deploy.calibration.patterns import parse_patterns
 from sgf_deploy.errors import InputError, OutputExistsError
 

@@ -4,7 +4,12 @@ import pytest
 h5py = pytest.importorskip("h5py", reason="HDF5 reading needs h5py")
 
 from sgf_deploy.data.degrade import low_resolution, undersample_kspace  # noqa: E402
-from sgf_deploy.data.fastmri_pairs import H5PairSource, find_pairs, read_h5_image  # noqa: E402
+from sgf_deploy.data.fastmri_pairs import H5PairSource, read_h5_image  # noqa: E402
+from sgf_deploy.data.pairs import find_pairs as find_pair_files  # noqa: E402
+
+
+def find_pairs(folder, ref_tag=None, tar_tag=None):
+    return [(p.reference, p.target) for p in find_pair_files(folder, ref_tag, tar_tag)]
 from sgf_deploy.data.kspace import fft2c, ifft2c, rss  # noqa: E402
 from sgf_deploy.data.simulator import Example  # noqa: E402
 from sgf_deploy.errors import InputError  # noqa: E402

@@ -26,7 +26,7 @@ def rtx_engines(lite_onnx, paper_onnx, calib_set, tmp_path_factory):
                 parity = 1
             built[preset, precision] = build_engine(
                 onnx_path, backend="tensorrt-rtx", precision=precision, calib=calib_set if precision == "int8" else None,
-                out_dir=out_dir, parity=parity)
+                out_dir=out_dir, parity_n=parity)
     return built
 
 
@@ -46,7 +46,7 @@ def test_rtx_engine_built_without_gpu(rtx_engines, preset, precision):
     else:
         assert manifest["profile"] == dict(manifest["profile"], min=[1, 1, 64, 64], opt=[1, 1, 320, 320], max=[4, 1, 512, 512])
     parity = manifest["build_parity"]
-    if NO_GPU and parity.get("status") != "not run: disabled (--parity 0)":
+    if NO_GPU and parity.get("status") != "not run: disabled (--n 0)":
         assert parity["status"] == "not run: no GPU" and parity["psnr_db"] is None
         proxy = parity["onnx_proxy"]
         assert "not the engine" in proxy["what"]
@@ -69,6 +69,6 @@ def test_rtx_engine_refused_without_gpu(rtx_engines):
 
 
 def test_rtx_targets_option(lite_onnx, tmp_path):
-    built = build_engine(lite_onnx, backend="tensorrt-rtx", precision="fp32", targets="sm86", out_dir=tmp_path, parity=0)
-    assert built.manifest["device"]["targets"] == ["SM86"] and ".sm86." in built.engine_path.name
-    assert built.manifest["build_parity"]["status"].startswith("not run")
+    built = build_engine(lite_onnx, backend="tensorrt-rtx", precision="fp32", targets="sm86", out_dir=tmp_path, parity_n=0)
+    assert built.manifest.device["targets"] == ["SM86"] and ".sm86." in built.engine_path.name
+    assert built.manifest.build_parity["status"].startswith("not run")

@@ -39,7 +39,7 @@ def ort_engine(onnx_model, tmp_path_factory) -> Path:
     # parity=0: the build-time PSNR is the engines package's business (tests/engines); parity with
     # PyTorch is what these tests check themselves.
     built = build_engine(onnx_model, backend="onnxruntime", precision="fp32",
-                         out_dir=tmp_path_factory.mktemp("engines"), parity=0)
+                         out_dir=tmp_path_factory.mktemp("engines"), parity_n=0)
     return Path(built.engine_path)
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from sgf_deploy.errors import InputError, ValidationFailed
 from sgf_deploy.runtime import NonFiniteOutputError, Reconstructor, ShapeNotSupportedError
-from sgf_deploy.runtime.reconstructor import EngineProfile
+from sgf_deploy.engines.identity import Profile
+from sgf_deploy.engines.manifest import EngineManifest, TrustStatus
 
 from runtime_helpers import phantom_pair
 
@@ -108,17 +109,20 @@ def test_bad_arrays(rec, ref, tar, match):
 
 
 class _NaNRunner:
-    manifest: dict = {}
-
     def infer(self, reference, target):
         return np.full_like(target, np.nan)
 
 
-def test_non_finite_engine_output_is_an_error(ort_engine):
-    from sgf_deploy.runtime.select import ValidationStatus
+def _fake_manifest(ort_engine, **changes) -> EngineManifest:
+    """The test engine's manifest with ``changes`` (a fake engine behind a real manifest)."""
+    data = EngineManifest.load(ort_engine).to_dict()
+    data.update(changes)
+    return EngineManifest.from_dict(data)
 
-    rec = Reconstructor(_NaNRunner(), ort_engine, {"backend": "fake", "precision": "fp16"}, batch=None,
-                        validation=ValidationStatus(True, "test"), load_seconds=0.0)
+
+def test_non_finite_engine_output_is_an_error(ort_engine):
+    rec = Reconstructor(_NaNRunner(), ort_engine, _fake_manifest(ort_engine, precision="fp16"), batch=None,
+                        trust=TrustStatus(True, "test"), load_seconds=0.0)
     ref, tar, _ = phantom_pair(1, 16, 16)
     with pytest.raises(NonFiniteOutputError, match="non-finite"):
         rec(ref, tar)
@@ -128,12 +132,12 @@ def test_unvalidated_engine_refused_by_default(ort_engine):
     with pytest.raises(ValidationFailed, match="never validated"):
         Reconstructor.load(ort_engine)
     rec = Reconstructor.load(ort_engine, allow_unvalidated=True)
-    assert not rec.validation.ok
+    assert not rec.trust.ok
 
 
 def test_validated_engine_loads(validated_engine):
     rec = Reconstructor.load(validated_engine)
-    assert rec.validation.ok and "pass" in rec.validation.label
+    assert rec.trust.ok and "pass" in rec.trust.label
 
 
 class _EchoRunner:
@@ -146,11 +150,9 @@ class _EchoRunner:
 
 
 def test_static_profile_pads_the_last_batch(ort_engine):
-    from sgf_deploy.runtime.select import ValidationStatus
-
-    manifest = {"profile": {"min": [4, 1, 16, 24], "opt": [4, 1, 16, 24], "max": [4, 1, 16, 24]}}
+    manifest = _fake_manifest(ort_engine, profile={"min": [4, 1, 16, 24], "opt": [4, 1, 16, 24], "max": [4, 1, 16, 24]})
     runner = _EchoRunner()
-    rec = Reconstructor(runner, ort_engine, manifest, batch=2, validation=ValidationStatus(True, "t"), load_seconds=0)
+    rec = Reconstructor(runner, ort_engine, manifest, batch=2, trust=TrustStatus(True, "t"), load_seconds=0)
     assert rec.batch == 4
     ref, tar, _ = phantom_pair(6, 13, 20)
     out = rec(ref, tar)
@@ -162,16 +164,14 @@ def test_static_profile_pads_the_last_batch(ort_engine):
 
 
 def test_dynamic_profile_limits_batch():
-    prof = EngineProfile.from_manifest({"profile": {"min": [1, 1, 8, 8], "opt": [2, 1, 320, 320],
-                                                    "max": [8, 1, 512, 512]}})
+    prof = Profile.from_manifest({"min": [1, 1, 8, 8], "opt": [2, 1, 320, 320], "max": [8, 1, 512, 512]})
     assert prof.static_batch is None
-    assert prof.choose_batch(None) == 2
-    assert prof.choose_batch(32) == 8
-    assert prof.choose_batch(3) == 3
-    per_input = EngineProfile.from_manifest({"profile": {"target": {"min": [2, 1, 8, 8], "opt": [2, 1, 8, 8],
-                                                                    "max": [2, 1, 8, 8]}}})
+    assert prof.choose_batch(None, 4) == 2
+    assert prof.choose_batch(32, 4) == 8
+    assert prof.choose_batch(3, 4) == 3
+    per_input = Profile.from_manifest({"target": {"min": [2, 1, 8, 8], "opt": [2, 1, 8, 8], "max": [2, 1, 8, 8]}})
     assert per_input.static_batch == 2
-    assert EngineProfile.from_manifest({}).choose_batch(None) == 4
+    assert Profile.from_manifest({}).choose_batch(None, 4) == 4
 
 
 def test_runtime_does_not_import_torch(ort_engine):

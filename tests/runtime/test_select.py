@@ -14,16 +14,22 @@ from click.testing import CliRunner
 
 from sgf_deploy.cli import cli
 from sgf_deploy.errors import EngineMismatchError, SgfError
+from sgf_deploy.engines.manifest import CACHE_MARKER, DEFAULT_LABEL, EngineManifest
+from sgf_deploy.model import locate
+from sgf_deploy.runtime import embedded as cached_default
 from sgf_deploy.runtime import select
-from sgf_deploy.runtime.select import DEFAULT_LABEL, Candidate, rank, validation_status
+from sgf_deploy.runtime.select import Candidate, rank
 
 from runtime_helpers import copy_engine, mark_validated, phantom_pair
 
 
 def _manifest(kind="cpu", precision="fp32", verdict="pass", when="2026-11-24T10:00:00", ckpt="a" * 64):
-    m = {"backend": "onnxruntime" if kind == "cpu" else "tensorrt", "precision": precision,
+    """A complete manifest (every required key) of a fake engine."""
+    m = {"format": "sgf-deploy-engine", "format_version": 1, "engine_file": "x",
+         "backend": "onnxruntime" if kind == "cpu" else "tensorrt", "backend_version": "1", "precision": precision,
          "device": {"kind": kind, "name": "GPU X" if kind == "cuda" else "cpu"},
-         "checkpoint_sha256": ckpt, "engine_sha256": "e" * 64,
+         "checkpoint_sha256": ckpt, "engine_sha256": "e" * 64, "onnx_sha256": "o" * 64, "profile": {},
+         "build_options": {}, "built_at": "2026-11-24T09:00:00", "toolkit_version": "0.1.0", "build_parity": {},
          "model": {"preset": "lite", "task": "recon4x", "pair": "t1-t2"}}
     if verdict:
         m["validation"] = {"verdict": verdict, "validated_at": when, "report_sha256": "0" * 64}
@@ -39,7 +45,7 @@ def test_rank_prefers_gpu_then_int8_fp16_fp32_then_newest():
         "gpu-int8-old": _manifest("cuda", "int8", when="2026-01-01T00:00:00"),
         "gpu-int8-new": _manifest("cuda", "int8", when="2026-06-01T00:00:00"),
     }
-    ordered = rank([Candidate(Path(n), m) for n, m in names.items()])
+    ordered = rank([Candidate(Path(n), EngineManifest.from_dict(m)) for n, m in names.items()])
     assert [str(c.engine_path) for c in ordered] == [
         "gpu-int8-new", "gpu-int8-old", "gpu-fp32", "cpu-int8", "cpu-fp16", "cpu-fp32"]
 
@@ -56,7 +62,7 @@ def _fake_engines(root: Path, manifests: dict[str, dict]) -> Path:
 class _FakeRunner:
     def __init__(self, path):
         self.path = Path(path)
-        self.manifest = json.loads(self.path.with_name(self.path.name + ".json").read_text())
+        self.manifest = EngineManifest.load(self.path)
 
     def infer(self, reference, target):
         return target
@@ -64,19 +70,15 @@ class _FakeRunner:
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    """read_manifest/load_engine on fake engine files; 'gpu' engines do not load here."""
+    """load_engine on fake engine files; 'gpu' engines do not load here."""
     import sgf_deploy.engines as engines
 
-    def read_manifest(path):
-        return json.loads(Path(path).with_name(Path(path).name + ".json").read_text())
-
     def load_engine(path, threads=None):
-        m = read_manifest(path)
-        if m["device"]["kind"] == "cuda":
-            raise EngineMismatchError(f"{path}: built for {m['device']['name']}, this machine has no GPU")
+        m = EngineManifest.load(path)
+        if m.is_gpu:
+            raise EngineMismatchError(f"{path}: built for {m.device['name']}, this machine has no GPU")
         return _FakeRunner(path)
 
-    monkeypatch.setattr(engines, "read_manifest", read_manifest)
     monkeypatch.setattr(engines, "load_engine", load_engine)
 
 
@@ -106,7 +108,7 @@ def test_auto_refuses_to_guess_between_models(tmp_path, fake_backend):
 
 
 def test_auto_without_candidates_and_without_default_checkpoint(tmp_path, fake_backend, monkeypatch):
-    monkeypatch.setattr(select, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
+    monkeypatch.setattr(locate, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
     _fake_engines(tmp_path, {"u.onnx": _manifest(verdict=None)})
     with pytest.raises(SgfError, match="no validated engine; pass --engine PATH"):
         select.select_engine(None, engines_dir=tmp_path / "engines")
@@ -133,25 +135,22 @@ def test_stale_cached_default_is_rebuilt(tmp_path, monkeypatch, ort_engine, vali
     assert any("rebuilding" in n and "0.0.1" in n for n in notes)
 
 
-def test_validation_status_labels(tmp_path):
-    assert validation_status(tmp_path / "x", _manifest()).ok
-    status = validation_status(tmp_path / "x", _manifest(verdict=None))
+def test_trust_labels(tmp_path):
+    def trust(m):
+        return EngineManifest.from_dict(m).trust(tmp_path / "x")
+
+    assert trust(_manifest()).ok
+    status = trust(_manifest(verdict=None))
     assert not status.ok and "never validated" in status.label
-    status = validation_status(tmp_path / "x", _manifest(verdict="fail"))
+    status = trust(_manifest(verdict="fail"))
     assert not status.ok and "'fail'" in status.label
-
-
-def test_default_checkpoint_path_matches_model_package():
-    from sgf_deploy.model import DEFAULT_CHECKPOINT
-
-    assert select.DEFAULT_CHECKPOINT == DEFAULT_CHECKPOINT
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SGF_DEPLOY_CACHE", str(tmp_path / "c"))
-    assert select.cache_dir() == tmp_path / "c"
+    assert cached_default.cache_dir() == tmp_path / "c"
     monkeypatch.delenv("SGF_DEPLOY_CACHE")
-    assert select.cache_dir() == Path.home() / ".cache" / "sgf-deploy"
+    assert cached_default.cache_dir() == Path.home() / ".cache" / "sgf-deploy"
 
 
 def test_auto_uses_validated_engine_in_workspace(tmp_path, monkeypatch, ort_engine):
@@ -175,7 +174,7 @@ def test_default_engine_first_use_then_cached_without_torch(tmp_path, monkeypatc
     cache = tmp_path / "cache"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SGF_DEPLOY_CACHE", str(cache))
-    monkeypatch.setattr(select, "DEFAULT_CHECKPOINT", lite[0])
+    monkeypatch.setattr(locate, "DEFAULT_CHECKPOINT", lite[0])
     ref, tar, gt = phantom_pair(1, 40, 48)
     np.save("ref.npy", ref[0])
     np.save("tar.npy", tar[0])
@@ -187,18 +186,18 @@ def test_default_engine_first_use_then_cached_without_torch(tmp_path, monkeypatc
     from sgf_deploy.artifacts import sha256_file
 
     entry = cache / f"default-{sha256_file(lite[0])}"
-    marker = json.loads((entry / select.CACHE_MARKER).read_text())
+    marker = json.loads((entry / CACHE_MARKER).read_text())
     assert marker["selfcheck_passed"] is True and marker["checkpoint_sha256"] == sha256_file(lite[0])
-    assert [p.name for p in cache.iterdir()] == [entry.name]  # no temporary build folder left
-    engine, built = select.default_engine()
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", entry.name]  # no temporary build folder left
+    engine, built = cached_default.default_engine()
     assert not built and engine.parent == entry
-    assert validation_status(engine, json.loads(engine.with_name(engine.name + ".json").read_text())).ok
+    assert EngineManifest.load(engine).trust(engine).ok
 
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        import sgf_deploy.runtime.select as select
-        select.DEFAULT_CHECKPOINT = Path({str(lite[0])!r})
+        import sgf_deploy.model.locate as locate
+        locate.DEFAULT_CHECKPOINT = Path({str(lite[0])!r})
         from sgf_deploy.cli import main
         rc = main(["run", "--ref", "ref.npy", "--target", "tar.npy", "--out", "second.npy"])
         bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))

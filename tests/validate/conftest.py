@@ -57,6 +57,6 @@ def built(exported, tmp_path_factory) -> SimpleNamespace:
     from sgf_deploy.engines import build_engine
 
     out = tmp_path_factory.mktemp("validate-engines")
-    fp32 = build_engine(exported, backend="onnxruntime", precision="fp32", out_dir=out, parity=0).engine_path
-    fp16 = build_engine(exported, backend="onnxruntime", precision="fp16", out_dir=out, parity=0).engine_path
+    fp32 = build_engine(exported, backend="onnxruntime", precision="fp32", out_dir=out, parity_n=0).engine_path
+    fp16 = build_engine(exported, backend="onnxruntime", precision="fp16", out_dir=out, parity_n=0).engine_path
     return SimpleNamespace(fp32=Path(fp32), fp16=Path(fp16), onnx=exported)

@@ -1,4 +1,4 @@
-"""--data DIR: the documented folder layouts."""
+"""--data DIR: the one folder convention (sgf_deploy.data.pairs) as validate reads it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sgf_deploy.errors import InputError
-from sgf_deploy.validate.data import discover, load_data, load_dir
+from sgf_deploy.data.pairs import find_pairs
+from sgf_deploy.validate.data import load_data, load_dir
 
 
 def _arr(n=2, seed=0):
@@ -30,7 +31,7 @@ def test_flat_layout_and_n_cap(tmp_path):
         np.save(tmp_path / f"{case}_ref.npy", _arr(3))
         np.save(tmp_path / f"{case}_target.npy", _arr(3, 1))
         np.save(tmp_path / f"{case}_gt.npy", _arr(3, 2))
-    assert sorted(discover(tmp_path)) == ["c1", "c2"]
+    assert [p.name for p in find_pairs(tmp_path)] == ["c1", "c2"]
     data = load_dir(tmp_path, n=4)
     assert [c.n for c in data.cases] == [3, 1]
 
@@ -43,7 +44,7 @@ def test_single_case_folder(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(InputError, match="no validation cases"):
+    with pytest.raises(InputError, match="no pairs found"):
         load_dir(tmp_path)
     (tmp_path / "x").mkdir()
     np.save(tmp_path / "x" / "reference.npy", _arr())
@@ -57,3 +58,21 @@ def test_errors(tmp_path):
         load_data("sim", pair=None, task="recon4x", n=4)
     with pytest.raises(InputError):
         load_dir(tmp_path / "missing")
+
+
+def test_fully_sampled_targets_are_degraded_for_the_task(tmp_path):
+    """Contrast-tag layout without ground truth: the target file is the truth, the input is made
+    from it for the engine's task, the same way every time."""
+    for sub in ("sub01", "sub02"):
+        np.save(tmp_path / f"{sub}_T1.npy", _arr(2, 3) * 100)
+        np.save(tmp_path / f"{sub}_T2.npy", _arr(2, 4) * 100)
+    with pytest.raises(InputError, match="needs a task"):
+        load_dir(tmp_path)
+    data = load_dir(tmp_path, task="recon4x", seed=3)
+    assert [c.name for c in data.cases] == ["sub01", "sub02"]
+    case = data.cases[0]
+    np.testing.assert_array_equal(case.ground_truth, _arr(2, 4) * 100)
+    assert not np.allclose(case.target, case.ground_truth)
+    assert "recon4x" in case.sources["degradation"]
+    again = load_dir(tmp_path, task="recon4x", seed=3).cases[0]
+    np.testing.assert_array_equal(again.target, case.target)

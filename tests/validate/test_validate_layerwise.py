@@ -19,13 +19,24 @@ def test_find_jump():
     assert find_jump([1.0])[0] is None  # the first tensor has no history
 
 
+def _manifest(**fields):
+    """A complete engine manifest with ``fields`` changed."""
+    from sgf_deploy.engines.manifest import EngineManifest
+
+    data = {"format": "sgf-deploy-engine", "format_version": 1, "engine_file": "e", "engine_sha256": "e" * 64,
+            "onnx_sha256": "o" * 64, "checkpoint_sha256": "c" * 64, "backend": "onnxruntime", "backend_version": "1",
+            "precision": "fp32", "device": {"kind": "cpu"}, "profile": {}, "build_options": {},
+            "built_at": "2026-12-01T00:00:00", "toolkit_version": "0.1.0", "model": {}, "build_parity": {}}
+    return EngineManifest.from_dict(data | fields)
+
+
 def test_build_suggestion():
-    int8 = {"precision": "int8", "backend": "onnxruntime", "calibration": {"path": "calibration/c"},
-            "build_options": {"exclude": "node_a", "shapes": None, "calib_method": "max"}}
+    int8 = _manifest(precision="int8", backend="onnxruntime", calibration={"path": "calibration/c"},
+                     build_options={"exclude": "node_a", "shapes": None, "calib_method": "max"})
     line = build_suggestion("export/m.onnx", int8, ["node_b", "node_a"])
     assert line == ("sgf-deploy build --onnx export/m.onnx --backend onnxruntime --int8 --calib calibration/c "
                     "--calib-method max --exclude node_a,node_b")
-    fp16 = {"precision": "fp16", "backend": "tensorrt-rtx", "build_options": {"keep_fp32": None}}
+    fp16 = _manifest(precision="fp16", backend="tensorrt-rtx", build_options={"keep_fp32": None})
     assert build_suggestion("m.onnx", fp16, ["n1"]).endswith("--fp16 --keep-fp32 @default,n1")
 
 

@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ...errors import EngineMismatchError
 from ..base import INPUT_NAMES, OUTPUT_NAME, Runner
+from ..manifest import EngineManifest
 from ..identity import gpu_devices
 from .builder import LOAD_LEVEL, session_options
 
 
-def check_compatible(engine_path: Path, manifest: dict[str, Any]) -> None:
+def check_compatible(engine_path: Path, manifest: EngineManifest) -> None:
     """Same ONNX Runtime version, execution provider available, same CPU architecture / a GPU."""
     import onnxruntime as ort
 
-    built = str(manifest.get("backend_version"))
+    built = manifest.backend_version
     if built != ort.__version__:
         raise EngineMismatchError(
             f"{engine_path}: engine built with ONNX Runtime {built}, this machine has ONNX Runtime {ort.__version__} "
             "(optimised models are tied to the ONNX Runtime version); rebuild it with sgf-deploy build"
         )
-    device = manifest.get("device") or {}
-    provider = (manifest.get("build_options") or {}).get("execution_provider") or device.get("execution_provider") or "CPUExecutionProvider"
+    device = manifest.device
+    provider = manifest.execution_provider
     available = ort.get_available_providers()
     if provider not in available:
         raise EngineMismatchError(
@@ -45,15 +45,15 @@ def check_compatible(engine_path: Path, manifest: dict[str, Any]) -> None:
 class OrtRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, engine_path: str | Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, engine_path: str | Path, manifest: EngineManifest, threads: int | None = None) -> None:
         super().__init__(engine_path, manifest)
         import onnxruntime as ort
 
         check_compatible(self.engine_path, manifest)
-        provider = (manifest.get("build_options") or {}).get("execution_provider", "CPUExecutionProvider")
+        provider = manifest.execution_provider
         providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
         if threads is None:
-            threads = (manifest.get("build_options") or {}).get("threads")
+            threads = manifest.build_options.get("threads")
         self.threads = threads
         try:
             self.session = ort.InferenceSession(str(self.engine_path), session_options(LOAD_LEVEL, threads), providers=providers)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ...errors import EngineMismatchError, SgfError, require
 from ..base import INPUT_NAMES, OUTPUT_NAME, Runner
+from ..manifest import EngineManifest
 from ..identity import TRT_MODULES, backend_label, gpu_devices, import_trt, normalize_targets
 
 
@@ -34,12 +35,12 @@ def no_gpu_message(engine_path: Path, backend: str, device: dict[str, Any]) -> s
             f"{device.get('compute_capability', '?')}) with TensorRT needs that GPU; none found")
 
 
-def check_compatible(engine_path: Path, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def check_compatible(engine_path: Path, manifest: EngineManifest) -> tuple[Any, dict[str, Any]]:
     """(backend module, the GPU to use) or EngineMismatchError / MissingDependencyError."""
-    backend = str(manifest.get("backend"))
+    backend = manifest.backend
     label = backend_label(backend)
-    device = manifest.get("device") or {}
-    built = str(manifest.get("backend_version"))
+    device = manifest.device
+    built = manifest.backend_version
     gpus = gpu_devices()
     if not gpus:
         raise EngineMismatchError(no_gpu_message(engine_path, backend, device))
@@ -71,9 +72,9 @@ def check_compatible(engine_path: Path, manifest: dict[str, Any]) -> tuple[Any, 
 class TrtRunner(Runner):
     """Polygraphy-style runner: deserialize once, allocate per shape, ``infer`` synchronously."""
 
-    def __init__(self, engine_path: str | Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, engine_path: str | Path, manifest: EngineManifest, threads: int | None = None) -> None:
         super().__init__(engine_path, manifest)
-        self.backend = str(manifest.get("backend"))
+        self.backend = manifest.backend
         label = backend_label(self.backend)
         self.trt, self.gpu = check_compatible(self.engine_path, manifest)
         self.cuda = require("polygraphy.cuda", "trt", f"running {label} engines (device buffers)")

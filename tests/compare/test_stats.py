@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sgf_deploy.validate.stats import PairedComparison, paired_comparison
+from sgf_deploy.compare.stats import PairedComparison, paired_comparison
 
 scipy_stats = pytest.importorskip("scipy.stats", reason="the CI and Wilcoxon test use scipy")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sgf_deploy.metrics import psnr
-from sgf_deploy.validate.parity import compare_outputs
+from sgf_deploy.compare import compare_outputs
 
 pytest.importorskip("scipy.stats", reason="paired statistics use scipy")
 
