@@ -8,7 +8,12 @@ SGF := $(VENV)/bin/sgf-deploy
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= .demo
 
-.PHONY: demo test install install-test clean-demo
+# Debian packages the tests use when present (DCMTK's storescu/storescp, dicom3tools' dciodvfy, the
+# Colin27 held-out anatomy in mricron-data). Guarded: a machine without apt, or without root and
+# passwordless sudo, skips this and the tests that need them skip with the reason.
+APT_PACKAGES ?= dcmtk dicom3tools mricron-data
+
+.PHONY: demo test install install-test clean-demo system-packages
 
 $(VENV)/.base:
 	python3 -m venv $(VENV)
@@ -20,9 +25,19 @@ $(VENV)/.installed: $(VENV)/.base pyproject.toml
 	$(PY) -m pip install -q -e '.[torch]'
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.base pyproject.toml
+$(VENV)/.installed-test: $(VENV)/.base pyproject.toml | system-packages
 	$(PY) -m pip install -q -e '.[torch,test,rtx]'
 	touch $@ $(VENV)/.installed
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "make: no apt-get; skipping system packages ($$missing)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make: not root and no passwordless sudo; skipping system packages ($$missing)"; exit 0; fi; \
+	( $$sudo apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  ( $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q $$missing >/dev/null 2>&1 ) ) \
+	  && echo "make: installed $$missing" || echo "make: could not install $$missing; the tests that need them skip"
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -1,8 +1,16 @@
-"""Files in, files out: what ``sgf-deploy run`` does, as one library call (no torch).
+"""Files in, files out: what ``sgf-deploy run`` does, as library calls (no torch).
 
-Steps: :func:`plan_output` (where the result goes; never over an input), :func:`read_inputs`
-(reference, target, optional ground truth; every check that can fail on the inputs runs before an
-engine is loaded), :func:`select_engine`, reconstruct, :func:`score`, write.
+Two layers, so that every front end (``run``, the DICOM node, scripts) reconstructs with the same
+code:
+
+* :func:`reconstruct_volumes` -- two read :class:`~sgf_deploy.data.volume.Volume` objects in, the
+  reconstruction on the target's grid out: :func:`pair_inputs` (the reference brought onto the
+  target's grid, or refused), :func:`select_engine`, the reconstructor, in that order;
+* :func:`run_files` -- paths in, a written output out: :func:`plan_output` (never over an input),
+  :func:`read_inputs`, :func:`reconstruct_volumes`, :func:`score` against a ground truth, write.
+
+Every check that can fail on the inputs runs before an engine is loaded, and nothing is written
+unless the reconstruction is finite.
 """
 
 from __future__ import annotations
@@ -39,6 +47,16 @@ class RunSettings:
 
 
 @dataclass
+class Reconstruction:
+    """What :func:`reconstruct_volumes` produced: the image on the target's grid and how."""
+
+    image: np.ndarray  # float32 (N, H, W), the target's intensity scale
+    selection: Selection
+    timings: Timings
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunResult:
     output: Path
     selection: Selection
@@ -62,6 +80,7 @@ class Inputs:
         return [msg for vol in (self.reference, self.target, self.ground_truth) if vol is not None for msg in vol.notices]
 
 
+# ------------------------------------------------------------------------------------ the steps
 def plan_output(target: str | os.PathLike, settings: RunSettings, inputs: list[Path]) -> Path:
     """The output path: ``settings.out`` or beside the target; refused if it is an input or exists."""
     from ..data.writers import default_output_path
@@ -75,12 +94,12 @@ def plan_output(target: str | os.PathLike, settings: RunSettings, inputs: list[P
 
 
 def read_inputs(reference: str | os.PathLike, target: str | os.PathLike, gt: str | os.PathLike | None) -> Inputs:
-    """Read and check the inputs (same grid; a ground truth of the target's shape, max > 0)."""
-    from ..data.readers import check_same_grid, read_volume
+    """Read the files (each checked by its reader); a ground truth must have the target's shape
+    and a positive maximum."""
+    from ..data.readers import read_volume
 
     ref_vol = read_volume(reference, role="reference")
     tar_vol = read_volume(target, role="target")
-    check_same_grid(ref_vol, tar_vol)
     gt_vol = None
     if gt is not None:
         gt_vol = read_volume(gt, role="ground truth")
@@ -93,6 +112,17 @@ def read_inputs(reference: str | os.PathLike, target: str | os.PathLike, gt: str
     return Inputs(ref_vol, tar_vol, gt_vol)
 
 
+def pair_inputs(reference: Any, target: Any) -> tuple[np.ndarray, list[str]]:
+    """The reference's pixels on the target's grid, and notes on what was done to get there.
+
+    Today: the two volumes must already share one grid (:func:`sgf_deploy.data.readers.check_same_grid`
+    refuses anything else with one line); the reference is used as it is."""
+    from ..data.readers import check_same_grid
+
+    check_same_grid(reference, target)
+    return reference.data, []
+
+
 def score(ground_truth: np.ndarray, target: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]]:
     """PSNR/SSIM (fastMRI) of the reconstruction and of the target itself against the ground truth."""
     from ..metrics import psnr, ssim
@@ -103,25 +133,18 @@ def score(ground_truth: np.ndarray, target: np.ndarray, pred: np.ndarray) -> dic
     }
 
 
-def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings: RunSettings | None = None, *,
-              notice: Echo | None = None, warn: Echo | None = None) -> RunResult:
-    """Read reference and target, reconstruct, optionally score against ``settings.gt``, write.
-
-    The output has the target's format and geometry (``write_volume(..., like=target)``); nothing is
-    written unless the reconstruction is finite."""
-    from ..data.writers import write_volume
-
+# ----------------------------------------------------------------------------------- the layers
+def reconstruct_volumes(reference: Any, target: Any, settings: RunSettings | None = None, *,
+                        notice: Echo | None = None, warn: Echo | None = None) -> Reconstruction:
+    """Reconstruct ``target`` guided by ``reference`` (read volumes) on the target's grid."""
     settings = settings or RunSettings()
-    start = time.perf_counter()
     notice = notice or (lambda msg: None)
     warn = warn or (lambda msg: None)
     timings = Timings()
-    out_path = plan_output(target, settings, [Path(p) for p in (reference, target, settings.gt) if p is not None])
-    with timings.stage("read"):
-        inputs = read_inputs(reference, target, settings.gt)
-    for msg in inputs.notices:
+    with timings.stage("pair"):
+        ref_pixels, notes = pair_inputs(reference, target)
+    for msg in notes:
         notice(msg)
-
     selecting = time.perf_counter()
     selection = select_engine(settings.engine, engines_dir=settings.engines_dir, batch=settings.batch,
                               threads=settings.threads, allow_unvalidated=settings.allow_unvalidated, echo=notice)
@@ -133,23 +156,43 @@ def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings:
              "its output has not been shown to match the PyTorch reference")
     for msg in selection.skipped:
         notice(f"skipped {msg}")
-
-    pred = rec(inputs.reference.data, inputs.target.data)
+    image = rec(ref_pixels, target.data)
     for msg in rec.notices:
         notice(msg)
     timings.update(rec.timings)
+    if not np.isfinite(image).all():  # never hand on NaN (Reconstructor checks too)
+        raise InputError(f"{target.source}: the reconstruction is not finite; nothing was written")
+    return Reconstruction(image, selection, timings, notes + list(rec.notices))
+
+
+def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings: RunSettings | None = None, *,
+              notice: Echo | None = None, warn: Echo | None = None) -> RunResult:
+    """Read reference and target, reconstruct, optionally score against ``settings.gt``, write.
+
+    The output has the target's format and geometry (``write_volume(..., like=target)``)."""
+    from ..data.writers import write_volume
+
+    settings = settings or RunSettings()
+    start = time.perf_counter()
+    notice = notice or (lambda msg: None)
+    timings = Timings()
+    out_path = plan_output(target, settings, [Path(p) for p in (reference, target, settings.gt) if p is not None])
+    with timings.stage("read"):
+        inputs = read_inputs(reference, target, settings.gt)
+    for msg in inputs.notices:
+        notice(msg)
+    result = reconstruct_volumes(inputs.reference, inputs.target, settings, notice=notice, warn=warn)
+    timings.update(result.timings)
     metrics = None
     if inputs.ground_truth is not None:
         with timings.stage("metrics"):
-            metrics = score(inputs.ground_truth.data, inputs.target.data, pred)
-    if not np.isfinite(pred).all():  # never write NaN (Reconstructor checks too)
-        raise InputError(f"{target}: the reconstruction is not finite; nothing was written")
+            metrics = score(inputs.ground_truth.data, inputs.target.data, result.image)
     with timings.stage("write"):
-        written = write_volume(out_path, pred, like=inputs.target, overwrite=settings.overwrite)
+        written = write_volume(out_path, result.image, like=inputs.target, overwrite=settings.overwrite)
     return RunResult(
-        output=Path(written) if written is not None else out_path, selection=selection,
+        output=Path(written) if written is not None else out_path, selection=result.selection,
         slices=int(inputs.target.shape[0]), shape=inputs.target.shape, fmt=inputs.target.fmt, timings=timings,
-        total_seconds=time.perf_counter() - start, metrics=metrics, notices=inputs.notices + list(rec.notices),
+        total_seconds=time.perf_counter() - start, metrics=metrics, notices=inputs.notices + result.notices,
     )
 
 

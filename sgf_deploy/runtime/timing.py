@@ -6,7 +6,7 @@ import contextlib
 import time
 from typing import Iterator
 
-STAGES = ("read", "build", "load", "preprocess", "inference", "postprocess", "write")
+STAGES = ("read", "pair", "build", "load", "preprocess", "inference", "postprocess", "write")
 
 
 class Timings(dict):
