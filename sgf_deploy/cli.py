@@ -17,7 +17,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import SgfError
+from .errors import SgfError, missing_extra_line
 
 COMMANDS: dict[str, str] = {
     "train": "Train SGF-MRI on simulated or user HDF5 data.",
@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "run": "Reconstruct a target contrast guided by a reference contrast.",
     "bench": "Measure speed, memory and parity of every backend.",
     "sample": "Write the embedded sample and score the PyTorch reference on it.",
+    "triton": "Serve validated engines on Triton Inference Server (export, serve).",
+    "dicom": "Run as a DICOM node: receive, reconstruct, forward (serve, status).",
 }
 
 
@@ -50,6 +52,9 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
         except OSError as exc:  # an unwritable, read-only or full file system on a user's path
             click.echo(f"sgf-deploy: error: {os_error_line(exc)}", err=True)
+            ctx.exit(SgfError.exit_code)
+        except ModuleNotFoundError as exc:  # an optional dependency this command needs is not installed
+            click.echo(f"sgf-deploy: error: {missing_extra_line(exc)}", err=True)
             ctx.exit(SgfError.exit_code)
         except KeyboardInterrupt:
             click.echo("sgf-deploy: interrupted; no partial output was kept", err=True)

@@ -40,6 +40,58 @@ VALIDATE_SIM_N = 32  # slices of the simulator's test split; a user's folder: al
 
 # -- run ------------------------------------------------------------------------------------------
 RUN_BATCH = 4  # slices per engine call when the engine records no optimum
+REGISTER = "auto"  # reference vs target: "auto" (correct above a threshold), "rigid" (always), "off"
+# sgf_deploy.geometry: rigid Mattes-MI registration of the reference, slice by slice (thresholds
+# calibrated by benchmarks/registration_robustness.py on the simulator's validation split)
+REGISTER_MODES = ("auto", "rigid", "off")
+REGISTER_AUTO_SHIFT_PX = 0.05  # auto corrects when the median shift exceeds this (pixels) ...
+REGISTER_AUTO_ANGLE_DEG = 0.05  # ... or the median rotation exceeds this (degrees). Calibrated: an
+# uncorrected 0.1 px shift already costs 0.11 dB, correcting it 0.04 dB; the stack median's noise on
+# aligned data is ~0.015 px (benchmarks/results/registration.json, "calibration")
+REGISTER_OUTLIER_PX = 2.0  # a slice further than this from the stack's median estimate: residual warning
+REGISTER_OUTLIER_DEG = 2.0
+REGISTER_BINS = 32
+REGISTER_SAMPLES = (6000, 6000, 10000)  # metric samples per pyramid level (all pixels where fewer)
+REGISTER_ITERATIONS = 100  # per pyramid level; reaching it = "did not converge"
+REGISTER_STEP_MM = 4.0  # first step; 2 mm under-rotated some slices at 10 degrees
+REGISTER_MIN_STEP_MM = 0.01
+REGISTER_RELAXATION = 0.8
+REGISTER_SHRINK = (4, 2, 1)  # the pyramid (capture range); then a full-resolution refinement on every pixel
+REGISTER_SMOOTHING = (2.0, 1.0, 0.0)  # pixels
+REGISTER_REFINE_BINS = 64  # last stage: full resolution, every pixel
+REGISTER_REFINE_STEP_MM = 1.0
+REGISTER_REFINE_SAMPLING = 1.0  # fraction of pixels (regular grid) the last stage uses
+REGISTER_REFINE_SHRINK = 1  # the last stage's resolution (1: full)
+REGISTER_MIN_PIXELS = 64  # fewer foreground pixels: the slice is not registered
+# "auto" applies an estimate only on slices at least this large: the thresholds above were
+# calibrated on 197x233..320x320 slices; on small images (a 32x40 test phantom: +1.76 deg on an
+# aligned pair) the estimator's scatter exceeds them. "rigid" still applies it.
+REGISTER_AUTO_MIN_SIDE = 128
+RESAMPLE_INTERPOLATOR = "bspline"  # cubic: linear blurs the reference by ~0.8 dB of output after a 6-degree rotation
+
+# -- serving on Triton (sgf_deploy.serving) -------------------------------------------------------
+TRITON_MODEL = "sgf_mri"  # the model name clients address
+TRITON_LAYOUT = "python"  # "python" (runs on any Triton, the bundled one included) | "native"
+TRITON_MAX_BATCH = 16  # slices per batch when the engine's profile does not bound it
+TRITON_QUEUE_DELAY_US = 2000  # dynamic batcher: how long a request may wait for others
+TRITON_HTTP_PORT = 8000
+TRITON_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
+TRITON_READY_TIMEOUT_S = 120.0  # triton serve: wait this long for the model to load
+TRITON_TIMEOUT_S = 120.0  # run --server: one request's network timeout
+TRITON_RETRIES = 3  # run --server: attempts per request when the server is unreachable or restarting
+
+# -- the DICOM node (sgf_deploy.dicom) ------------------------------------------------------------
+DICOM_PORT = 11112
+DICOM_AE_TITLE = "SGF_DEPLOY"
+DICOM_SPOOL = Path("dicom-spool")
+DICOM_REF_MATCH = r"t1"  # regex on SeriesDescription / ProtocolName, case-insensitive
+DICOM_TARGET_MATCH = r"t2"
+DICOM_SETTLE_S = 10.0  # a series is complete after this long without a new instance
+DICOM_PAIR_TIMEOUT_S = 600.0  # a complete target with no reference in its study after this: failed
+DICOM_RETRY_MIN_S = 2.0  # forwarding back-off: doubles from this ...
+DICOM_RETRY_MAX_S = 60.0  # ... up to this, and keeps retrying
+DICOM_POLL_S = 0.25  # how often the scheduler, worker and forwarder look at the journal
 
 # -- train / evaluate -----------------------------------------------------------------------------
 TRAIN_STEPS = 2000

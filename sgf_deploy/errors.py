@@ -39,6 +39,25 @@ class ValidationFailed(SgfError):
     exit_code = 3
 
 
+#: top-level optional modules -> the pyproject extra that installs them
+EXTRAS: dict[str, str] = {
+    "torch": "torch", "onnx": "torch", "onnxscript": "torch", "onnxconverter_common": "torch", "scipy": "torch",
+    "nilearn": "torch", "safetensors": "torch", "matplotlib": "torch", "tensorrt_rtx": "rtx", "tensorrt": "trt",
+    "polygraphy": "trt", "openvino": "openvino", "nncf": "openvino", "pynetdicom": "dicom", "pytriton": "triton",
+    "tritonclient": "triton", "modelopt": "modelopt", "cuda": "cuda",
+}
+
+
+def missing_extra_line(exc: ModuleNotFoundError) -> str:
+    """One line for a missing optional module: which package, and the extra that installs it."""
+    name = str(getattr(exc, "name", "") or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return f"the Python package '{name or exc}' is not installed ({exc})"
+    return (f"this command needs the Python package '{name}', which is not installed; "
+            f"install it with: pip install 'sgf-deploy[{extra}]'")
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency or raise a one-line error saying how to install it."""
     import importlib

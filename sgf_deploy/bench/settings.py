@@ -41,6 +41,8 @@ class BackendsBenchSettings:
     workdir: str | os.PathLike = "bench-work"
     precisions: Sequence[str] = ("fp32", "fp16", "int8")
     calib_n: int = 64
+    torch_compile: bool | None = None  # torch.compile (inductor) as a peer; None: with all_backends
+    roofline: bool | None = None  # GFLOP per slice, measured peak, fractions; None: with all_backends
 
     def checked(self) -> BackendsBenchSettings:
         """These settings with sizes and batches sorted and deduplicated; :class:`InputError`

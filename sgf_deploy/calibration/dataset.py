@@ -16,8 +16,10 @@ Sources
              build-time parity score on), ``pair``/``task``/``seed`` as given.
     ``DIR``  a folder of the user's pairs in the one folder convention of
              :mod:`sgf_deploy.data.pairs` (``pairs.csv``, or files paired by contrast tag /
-             role name); a fully sampled target is degraded for ``task`` first, so the set holds
-             what the engine will see. Slices are drawn evenly over all pairs (seeded); slices
+             role name), its **train** subjects only (:mod:`sgf_deploy.data.splits`: the split
+             recorded with ``checkpoint`` when given, else the one ``train --seed`` draws), so
+             no test subject that validation scores on is calibrated on; a fully sampled target
+             is degraded for ``task`` first, so the set holds what the engine will see. Slices are drawn evenly over all pairs (seeded); slices
              whose target or reference is constant (empty edge slices) are skipped, since
              per-instance normalisation is undefined there.
 
@@ -65,7 +67,7 @@ def default_set_name(source: str, n: int, pair: str, task: str) -> str:
     if source == "sim":
         return f"{pair}-{task}-sim-n{n}"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).resolve().name) or "data"
-    return f"{stem}-n{n}"
+    return f"{stem}-train-n{n}"
 
 
 def preprocess_pair(reference: np.ndarray, target: np.ndarray, size_multiple: int = SIZE_MULTIPLE
@@ -89,15 +91,21 @@ def _from_sim(n: int, pair: str, task: str, seed: int) -> tuple[Iterable[tuple[n
     return pairs, {"kind": "simulator", "split": "train", "pair": pair, "task": task, "seed": int(seed)}
 
 
-def _from_dir(folder: Path, n: int, seed: int, task: str) -> tuple[Iterable[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Slices drawn evenly (seeded) over the pairs of a user folder (:mod:`sgf_deploy.data.pairs`),
-    each target as the engine sees it (degraded for ``task`` when the folder's targets are fully
-    sampled); constant slices are skipped (normalisation is undefined there)."""
-    from ..data.pairs import find_pairs, load_pair
+def _from_dir(folder: Path, n: int, seed: int, task: str, split: Any = None, tags: tuple[str | None, str | None] = (None, None),
+              echo: Callable[[str], None] | None = None) -> tuple[Iterable[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """Slices drawn evenly (seeded) over the train-split pairs of a user folder
+    (:mod:`sgf_deploy.data.pairs`, :mod:`sgf_deploy.data.splits`), each target as the engine sees it
+    (degraded for ``task`` when the folder's targets are fully sampled); constant slices are skipped
+    (normalisation is undefined there)."""
+    from ..data.pairs import load_pair
+    from ..data.splits import pairs_for
 
     if not folder.is_dir():
         raise InputError(f"{folder}: calibration source is neither 'sim' nor a folder")
-    pairs = [load_pair(files, task, seed) for files in find_pairs(folder)]
+    chosen_pairs, how = pairs_for(folder, "train", split, seed=seed, ref_tag=tags[0], tar_tag=tags[1])
+    if echo:
+        echo(f"calibration pairs: {how}")
+    pairs = [load_pair(files, task, seed) for files in chosen_pairs]
     index = [(v, s) for v, p in enumerate(pairs) for s in range(len(p.target)) if _usable(p.reference[s], p.target[s])]
     if not index:
         raise InputError(f"{folder}: no usable slices (every slice is constant or non-finite)")
@@ -108,6 +116,9 @@ def _from_dir(folder: Path, n: int, seed: int, task: str) -> tuple[Iterable[tupl
         "folder": str(folder.resolve()),
         "pairs": [[str(p.files.reference.relative_to(folder)), str(p.files.target.relative_to(folder))] for p in pairs],
         "degradation": sorted({p.degradation for p in pairs}),
+        "split": "train",
+        "subjects": sorted({p.files.subject for p in pairs}),
+        "selection": how,
         "slices": [[int(v), int(s)] for v, s in chosen],
         "seed": int(seed),
         "available_slices": len(index),
@@ -126,10 +137,14 @@ def write_calibration_set(
     seed: int = 0,
     overwrite: bool = False,
     echo: Callable[[str], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    tags: tuple[str | None, str | None] = (None, None),
 ) -> Path:
     """Write a calibration set (see the module docstring); returns its folder.
 
-    ``source`` is ``"sim"`` or a folder of paired volumes. ``out`` defaults to
+    ``source`` is ``"sim"`` or a folder of paired volumes (its train split: the one recorded with
+    ``checkpoint``'s ``<checkpoint>.split.json`` when given, else the one drawn with ``seed``;
+    ``tags`` = (reference tag, target tag) pair its files, default the recorded ones). ``out`` defaults to
     ``calibration/<pair>-<task>-sim-n<N>`` (``calibration/<folder name>-n<N>`` for a folder).
     The set is assembled in a temporary folder beside ``out`` and renamed into place at the end."""
     n = int(n)
@@ -142,12 +157,20 @@ def write_calibration_set(
             raise OutputExistsError(f"{out}: already exists; pass --force to overwrite it")
         if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file()):
             raise OutputExistsError(f"{out}: exists and is not a calibration set; refusing to overwrite it")
-    if echo:
-        echo(f"calibration set from {'the simulator (train split)' if src == 'sim' else src}: {n} pairs -> {out}")
     if src == "sim":
         pairs, detail = _from_sim(n, pair, task, seed)
     else:
-        pairs, detail = _from_dir(Path(src), n, seed, task)
+        from ..data.splits import recorded_split
+
+        split = recorded_split(checkpoint)
+        if checkpoint is not None and split is None:
+            raise InputError(f"{checkpoint}: records no subject split (no {Path(str(checkpoint) + '.split.json').name}); "
+                             "it was not trained on a folder with 'train --data DIR'")
+        pairs, detail = _from_dir(Path(src), n, seed, task, split, tags, echo)
+        pairs = list(pairs)
+    if echo:  # after the source is read: a refused source prints nothing but its error
+        echo(f"calibration set from {'the simulator (train split)' if src == 'sim' else src}: "
+             f"{len(pairs)} pairs -> {out}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     import shutil

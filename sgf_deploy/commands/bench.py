@@ -63,6 +63,14 @@ def _settings(cls: type, options: dict[str, Any]) -> Any:
 @click.option("--startup-repeat", default=_B.startup_repeat, show_default=True, type=click.IntRange(min=1),
               help="fresh-process start-up runs at 320x320 batch 1")
 @click.option("--no-memory", is_flag=True, help="skip the fresh-process memory/start-up probes")
+@click.option("--calib-n", default=_B.calib_n, show_default=True, type=click.IntRange(min=1),
+              help="--all: INT8 calibration pairs (simulator, train split)")
+@click.option("--precisions", default=_csv(_B.precisions), show_default=True, metavar="P,P,...",
+              help="--all: precisions to build (fp32, fp16, int8)")
+@click.option("--compile/--no-compile", "torch_compile", default=None,
+              help="torch.compile (inductor) as a peer [on with --all]")
+@click.option("--roofline/--no-roofline", default=None,
+              help="GFLOP per slice, the measured FP32/INT8 peak and each engine's fraction [on with --all]")
 @click.option("--workdir", default=str(_B.workdir), show_default=True, type=click.Path(file_okay=False),
               help="exported model, calibration set, engines and inputs built by --all (reused when present)")
 @click.option("--scaling", is_flag=True, help="run the scaling study (MCNS, attention, network, cross-attention) instead")
@@ -83,6 +91,7 @@ def command(scaling: bool, plot: str | None, json_out: str | None, markdown: str
         _render(markdown, plot)
         return
     options["memory"] = not options.pop("no_memory")
+    options["precisions"] = tuple(p.strip() for p in str(options["precisions"]).split(",") if p.strip())
     options["parity_n"] = options.pop("n")
     options["sizes"] = _ints(options["sizes"], "--sizes") if options["sizes"] else None
     if scaling:

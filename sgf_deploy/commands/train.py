@@ -5,17 +5,17 @@ import click
 from .. import defaults as D
 
 from ..data.degrade import TASKS
-from ..data.simulator import PAIRS
+from ..data.simulator import PAIR_CHOICES
 from .options import batch_option, data_option, force_option, n_option, seed_option, threads_option
 
-PAIR_NAMES = sorted(PAIRS)
+PAIR_NAMES = sorted(PAIR_CHOICES)
 
 
 @click.command("train")
 @click.option("--preset", default=D.PRESET, show_default=True, type=click.Choice(["lite", "paper"]))
 @click.option("--task", default=D.TASK, show_default=True, type=click.Choice(sorted(TASKS)))
 @click.option("--pair", default=D.PAIR, show_default=True, type=click.Choice(PAIR_NAMES),
-              help="reference-target contrast pair of the simulator")
+              help="reference-target contrast pair of the simulator ('random': both contrasts drawn per subject)")
 @click.option("--steps", default=D.TRAIN_STEPS, show_default=True, type=click.IntRange(min=1))
 @batch_option("training examples per step", default=D.TRAIN_BATCH)
 @click.option("--crop", default=D.TRAIN_CROP, show_default=True, type=click.IntRange(min=0),
@@ -33,11 +33,14 @@ PAIR_NAMES = sorted(PAIRS)
               help="simulated slices generated once and cropped from (0 = simulate every example)")
 @threads_option("torch CPU threads")
 @click.option("--resume", default=None, type=click.Path(dir_okay=False), help="continue a .pt checkpoint written by train")
+@click.option("--snapshot", is_flag=True, help="at every validation also write <out stem>.snapshot.pt (resumable)")
+@click.option("--init", "init", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="start from this checkpoint's weights with a fresh optimiser (its SHA-256 is recorded)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="checkpoint to write (.pt or .safetensors)")
 @force_option("overwrite --out if it exists")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def command(preset, task, pair, steps, batch, crop, lr, decay_every, val_every, n, seed,
-            no_reference, data, ref_tag, tar_tag, pool, threads, resume, out, force, quiet) -> None:
+            no_reference, data, ref_tag, tar_tag, pool, threads, resume, snapshot, init, out, force, quiet) -> None:
     """Train SGF-MRI (L1 loss, Adam with step decay, periodic validation)."""
     from ..model.train import TrainSettings, train
 
@@ -45,5 +48,6 @@ def command(preset, task, pair, steps, batch, crop, lr, decay_every, val_every, 
         preset=preset, task=task, pair=pair, steps=steps, batch=batch, crop=crop or None, lr=lr,
         decay_every=decay_every, val_every=val_every, val_n=n, seed=seed,
         no_reference=no_reference, data=data, ref_tag=ref_tag, tar_tag=tar_tag, pool=pool, threads=threads,
+        init=init, snapshot=snapshot,
     )
     train(settings, out, resume=resume, overwrite=force, progress=not quiet)

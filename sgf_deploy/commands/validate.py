@@ -15,8 +15,9 @@ from .options import batch_option, ckpt_option, data_option, force_option, n_opt
               help="where engines are looked for when no --engine is given")
 @ckpt_option("the checkpoint the engine was built from (its SHA-256 must match the manifest) "
              "[the recorded path, else the embedded default, when the SHA-256 matches]")
-@data_option("'sim': the simulator's held-out test split for the engine's pair/task; or a folder of your pairs "
-             "(see README, 'Your own data')")
+@data_option("'sim': the simulator's held-out test split for the engine's pair/task; or a folder of your pairs, "
+             "minus every subject the model was trained or validated on (see README, 'Your own data') "
+             "[a model trained with 'train --data DIR': that folder's test subjects]")
 @n_option(None, f"slices to validate on [{D.VALIDATE_SIM_N} for sim; all slices of DIR]")
 @seed_option("simulator seed (--data sim)")
 @click.option("--report", default=None, type=click.Path(file_okay=False), metavar="DIR",
@@ -46,6 +47,8 @@ def command(engines, engines_dir, ckpt, data, n, seed, report, min_parity_psnr, 
     from ..errors import SgfError, ValidationFailed
     from ..validate import EngineNotRunnable, ValidateSettings, ValidationOutcome, validate_all, validate_engine
 
+    if click.get_current_context().get_parameter_source("data") == click.core.ParameterSource.DEFAULT:
+        data = "auto"  # a model trained on a folder: that folder's test subjects; else the simulator
     echo = lambda msg: click.echo(f"sgf-deploy: {msg}", err=True)  # noqa: E731
     settings = ValidateSettings(ckpt=ckpt, data=data, n=n, seed=seed, min_parity_psnr=min_parity_psnr,
                                 max_delta_psnr=max_delta_psnr, overwrite=force, layerwise=layerwise, batch=batch,

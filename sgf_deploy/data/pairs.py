@@ -54,6 +54,7 @@ class PairFiles:
     subject: str
     name: str
     target_is_degraded: bool  # the target is the input as given; else it is fully sampled
+    tags: tuple[str, str] | None = None  # the contrast tags that paired the files (None: role names / csv)
 
 
 @dataclass
@@ -85,7 +86,8 @@ def find_pairs(folder: str | os.PathLike, ref_tag: str | None = None, tar_tag: s
         tried = [(ROLE_TAGS["reference"], ROLE_TAGS["target"], ROLE_TAGS["ground_truth"]),
                  ((CONTRAST_TAGS[0],), (CONTRAST_TAGS[1],), ())]
     for refs, tars, gts in tried:
-        pairs = _pair_by_tag(folder, refs, tars, gts, degraded=refs == ROLE_TAGS["reference"])
+        roles = refs == ROLE_TAGS["reference"]
+        pairs = _pair_by_tag(folder, refs, tars, gts, degraded=roles, tags=None if roles else (refs[0], tars[0]))
         if pairs:
             return pairs
     shown = " or ".join(f"{'|'.join(r)} -> {'|'.join(t)}" for r, t, _ in tried)
@@ -124,6 +126,18 @@ def read_pairs_csv(path: Path) -> list[PairFiles]:
     return sorted(pairs, key=lambda p: (p.subject, p.name))
 
 
+def pair_label(pairs: list[PairFiles]) -> str:
+    """The contrast pair the files hold, as the artefacts name it: the contrast tags, lower case
+    (``--ref-tag PD --tar-tag PDFS`` -> ``pd-pdfs``); ``user`` when the files were paired by role
+    name or ``pairs.csv`` (their contrasts are not named)."""
+    tags = {p.tags for p in pairs}
+    if len(tags) != 1 or None in tags:
+        return "user"
+    ref, tar = next(iter(tags))  # type: ignore[misc]
+    clean = lambda t: re.sub(r"[^a-z0-9]+", "", t.lower()) or "x"  # noqa: E731
+    return f"{clean(ref)}-{clean(tar)}"
+
+
 def _stem(path: Path) -> str:
     low = path.name.lower()
     for suffix in _SUFFIXES:
@@ -154,7 +168,7 @@ def _candidates(folder: Path) -> list[Path]:
 
 
 def _pair_by_tag(folder: Path, refs: tuple[str, ...], tars: tuple[str, ...], gts: tuple[str, ...],
-                 degraded: bool) -> list[PairFiles]:
+                 degraded: bool, tags: tuple[str, str] | None = None) -> list[PairFiles]:
     files = _candidates(folder)
     by_name = {(p.parent, p.name.lower()): p for p in files}
     ref_re = _tag_pattern(refs)
@@ -178,7 +192,7 @@ def _pair_by_tag(folder: Path, refs: tuple[str, ...], tars: tuple[str, ...], gts
         if target is None:
             continue
         subject = _subject(folder, path, stem, match)
-        pairs.append(PairFiles(path, target, partner(gts) if gts else None, subject, subject, degraded))
+        pairs.append(PairFiles(path, target, partner(gts) if gts else None, subject, subject, degraded, tags))
     return sorted(pairs, key=lambda p: (p.subject, p.name))
 
 

@@ -354,16 +354,20 @@ def _read_hdf5(p: Path, role: str, h5_key: str | None) -> Volume:
                         role,
                         p,
                         f"has none of the datasets {', '.join(H5_IMAGE_KEYS)} or kspace "
-                        f"(it has: {listing}); pass the dataset name (h5_key)",
+                        f"(it has: {listing}); store the images as 'reconstruction_rss' (or k-space as 'kspace'), "
+                        f"or read another dataset from Python with read_volume(path, h5_key=NAME)",
                     )
                 key = "kspace"
             elif "kspace" in names and "mask" in names:
                 notices.append(
                     f"{role} {p}: used '{key}'; the file also holds an undersampled 'kspace' with "
-                    f"a 'mask' (pass h5_key='kspace' for its zero-filled image)"
+                    f"a 'mask' (its zero-filled image is read from Python with read_volume(path, h5_key='kspace'))"
                 )
+        kmask = None  # the column mask of undersampled k-space (the run's task and fidelity guard read it)
         if key == "kspace":
             data, squeeze = _h5_kspace_image(f, p, role, names, notices)
+            if "mask" in names:  # checked by _h5_kspace_image
+                kmask = np.broadcast_to(np.asarray(f["mask"][()]) != 0, data.shape[-2:]).any(axis=0)
         else:
             ds = f[key]
             _check_dtype(ds.dtype, f"{p}:{key}", role)
@@ -373,7 +377,7 @@ def _read_hdf5(p: Path, role: str, h5_key: str | None) -> Volume:
             except Exception as exc:  # OSError for damaged chunks, TypeError for odd types
                 raise _fail(role, f"{p}:{key}", f"cannot be read ({exc})") from None
             data = check_array(raw, f"{p}:{key}", role, notices)
-    header = {"attrs": attrs, "dataset": key, "ismrmrd_header": ismrmrd}
+    header = {"attrs": attrs, "dataset": key, "ismrmrd_header": ismrmrd, "mask": kmask}
     return Volume(data=data, source=p, fmt="hdf5", squeeze=squeeze, header=header, notices=notices)
 
 
@@ -775,6 +779,8 @@ def _classic_template(fr: dict[str, Any]) -> Any:
         out.PixelSpacing = [f"{v:.10g}" for v in fr["ps"]]
     if fr["thick"]:
         out.SliceThickness = f"{fr['thick']:.10g}"
+    if fr["slope"] != 1.0 or fr["inter"] != 0.0:  # the frame's stored-value scale (the writer keeps it)
+        out.RescaleSlope, out.RescaleIntercept = f"{fr['slope']:.10g}", f"{fr['inter']:.10g}"
     if getattr(ds, "file_meta", None) is not None:
         out.file_meta = copy.deepcopy(ds.file_meta)
     return out

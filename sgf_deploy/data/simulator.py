@@ -65,12 +65,19 @@ import numpy as np
 from ..errors import InputError
 from .degrade import TASKS, degrade_with_mask
 from .masks import MASK_KINDS
+from .random_contrast import DEFORM, Contrast, RandomSpec, draw_contrast, lower_resolution, tissue_signal
 
 PAIRS: dict[str, tuple[str, str]] = {
     "t1-t2": ("T1w", "T2w"),
     "t1-flair": ("T1w", "FLAIR"),
     "pd-t2": ("PD", "T2w"),
+    "t1-pd": ("T1w", "PD"),
+    "t2-flair": ("T2w", "FLAIR"),
 }  # (reference contrast, target contrast)
+
+#: the domain-randomised pair: every subject draws both contrasts (:mod:`.random_contrast`)
+RANDOM_PAIR = "random"
+PAIR_CHOICES: tuple[str, ...] = tuple(PAIRS) + (RANDOM_PAIR,)
 
 SEQUENCES: dict[str, dict] = {
     "T1w": {"kind": "SE", "TR": 500.0, "TE": 15.0},
@@ -109,6 +116,8 @@ _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _CONTRAST_CODE = {"T1w": 0, "T2w": 1, "PD": 2, "FLAIR": 3}
 # stream tags keep the random streams of one (seed, split, subject, slice) independent
 _TAG_SUBJECT, _TAG_CONTRAST, _TAG_SLICE, _TAG_DEGRADE, _TAG_STREAM, _TAG_SIMULATE = 11, 12, 13, 14, 15, 16
+_TAG_RANDOM = 17
+_RANDOM_CODES = {"reference": 10, "target": 11}  # contrast codes of the random pair's two images
 
 _TEXTURE_SIGMA = 1.2  # pixels
 _TEXTURE_AMPLITUDE = 0.05
@@ -264,17 +273,21 @@ class _Subject:
     shell: tuple[float, float, float]  # skull, fat, skin thickness (mm)
 
 
-def _subject_params(seed: int, split: str, subject: int) -> _Subject:
+def _subject_params(seed: int, split: str, subject: int, wide: bool = False) -> _Subject:
+    """Per-subject draws; ``wide`` (the random pair) widens the in-plane deformation to
+    :data:`.random_contrast.DEFORM` and the tissue jitter to 10 %."""
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], subject, _TAG_SUBJECT])
+    jitter = 0.10 if wide else 0.03
     tissues = {}
     for name, (pd, t1, t2) in TISSUES.items():
-        j = np.exp(0.03 * np.clip(rng.standard_normal(3), -2.5, 2.5))
+        j = np.exp(jitter * np.clip(rng.standard_normal(3), -2.5, 2.5))
         tissues[name] = (pd * float(j[0]), t1 * float(j[1]), t2 * float(j[2]))
-    theta = math.radians(rng.uniform(-6.0, 6.0))
-    scale = rng.uniform(0.95, 1.05, size=2)
+    deform = DEFORM if wide else {"rotation": 6.0, "scale": 0.05, "shift": 4.0}
+    theta = math.radians(rng.uniform(-deform["rotation"], deform["rotation"]))
+    scale = rng.uniform(1.0 - deform["scale"], 1.0 + deform["scale"], size=2)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     affine = rot @ np.diag(scale)
-    shift = rng.uniform(-4.0, 4.0, size=2)
+    shift = rng.uniform(-deform["shift"], deform["shift"], size=2)
     k = 4
     direction = rng.standard_normal((3, k, 3))
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
@@ -288,15 +301,18 @@ def _subject_params(seed: int, split: str, subject: int) -> _Subject:
     return _Subject(tissues, affine, shift, (freq, phase, amp, limits), shell)
 
 
-def _contrast_params(seed: int, split: str, subject: int, contrast: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], subject, _TAG_CONTRAST, _CONTRAST_CODE[contrast]])
+def _contrast_params(seed: int, split: str, subject: int, code: int,
+                     drawn: "Contrast | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Bias-field modes and noise level of one image; a random-pair ``drawn`` contrast sets the
+    bias amplitude and the noise level from its own draws."""
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], subject, _TAG_CONTRAST, code])
     k = 3
     direction = rng.standard_normal((k, 3))
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
     freq = 2.0 * np.pi * direction / rng.uniform(150.0, 400.0, size=(k, 1))
     phase = rng.uniform(0.0, 2.0 * np.pi, size=k)
-    amp = rng.uniform(0.0, 0.06, size=k)
-    noise = float(rng.uniform(*_NOISE_RANGE))
+    amp = rng.uniform(0.0, 0.06 if drawn is None else drawn.bias, size=k)
+    noise = float(rng.uniform(*_NOISE_RANGE)) if drawn is None else drawn.noise
     return freq, phase, amp, noise
 
 
@@ -395,25 +411,38 @@ def _fractions(seed: int, split: str, subject: int, slice_index: int, sub: _Subj
     return {"csf": csf, "gm": gm, "wm": wm, "fat": fat, "muscle": muscle}, rng
 
 
-def _image(contrast: str, fr: dict, sub: _Subject, seed: int, split: str, subject: int,
-           slice_index: int, rng: np.random.Generator) -> np.ndarray:
+def _image(contrast: "str | Contrast", fr: dict, sub: _Subject, seed: int, split: str, subject: int,
+           slice_index: int, rng: np.random.Generator, code: int | None = None) -> np.ndarray:
+    """One noisy magnitude image: a named sequence (``contrast`` a key of :data:`SEQUENCES`) or a
+    random-pair draw (a :class:`.random_contrast.Contrast`, with its stream ``code``)."""
+    drawn = None if isinstance(contrast, str) else contrast
     img = np.zeros(SHAPE, np.float32)
     for tissue in TISSUES:
-        img += np.float32(signal(contrast, *sub.tissues[tissue])) * fr[tissue]
-    freq, phase, amp, noise = _contrast_params(seed, split, subject, contrast)
+        if drawn is None:
+            level = signal(contrast, *sub.tissues[tissue])
+        else:
+            level = tissue_signal(drawn, *sub.tissues[tissue], tissue, signal)
+        img += np.float32(level) * fr[tissue]
+    code = _CONTRAST_CODE[contrast] if drawn is None else int(code)
+    freq, phase, amp, noise = _contrast_params(seed, split, subject, code, drawn)
     img *= _bias(freq, phase, amp, slice_index).astype(np.float32)
-    sigma = np.float32(noise * float(img.max()))
+    if drawn is not None:
+        img = lower_resolution(img, drawn.resolution)
+    sigma = np.float32(noise * max(float(img.max()), 1e-6))
     re = img + sigma * rng.standard_normal(SHAPE, dtype=np.float32)
     im = sigma * rng.standard_normal(SHAPE, dtype=np.float32)
-    return np.sqrt(re * re + im * im).astype(np.float32)
+    out = np.sqrt(re * re + im * im).astype(np.float32)
+    if drawn is not None:
+        out *= np.float32(drawn.scale)
+    return out
 
 
 # --------------------------------------------------------------------------- public API
 
 
 def _check(pair: str, task: str, split: str, mask_kind: str) -> None:
-    if pair not in PAIRS:
-        raise InputError(f"unknown contrast pair {pair!r}; expected one of {', '.join(PAIRS)}")
+    if pair not in PAIR_CHOICES:
+        raise InputError(f"unknown contrast pair {pair!r}; expected one of {', '.join(PAIR_CHOICES)}")
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     _check_split(split)
@@ -439,32 +468,52 @@ def make_example(
     slice_index: int,
     seed: int = 0,
     mask_kind: str = "random",
+    spec: RandomSpec | None = None,
 ) -> Example:
     """Simulate one aligned (reference, degraded target, ground-truth target) example.
 
     The reference is fully sampled (noisy magnitude); the ground truth is the noisy, fully sampled
-    target; the target is ``degrade(ground_truth, task, rng)``. Deterministic in all arguments."""
+    target; the target is ``degrade(ground_truth, task, rng)``. Deterministic in all arguments.
+    ``pair="random"`` draws both contrasts per subject (:func:`random_contrasts`; ``spec`` tilts
+    the draws)."""
     _check(pair, task, split, mask_kind)
     subject, slice_index, seed = int(subject), int(slice_index), int(seed)
     _check_ids(split, subject, slice_index, seed)
-    sub = _subject_params(seed, split, subject)
+    wide = pair == RANDOM_PAIR
+    sub = _subject_params(seed, split, subject, wide=wide)
     fr, rng = _fractions(seed, split, subject, slice_index, sub)
-    ref_name, tar_name = PAIRS[pair]
-    reference = _image(ref_name, fr, sub, seed, split, subject, slice_index, rng)
-    ground_truth = _image(tar_name, fr, sub, seed, split, subject, slice_index, rng)
+    if wide:
+        ref_c, tar_c = random_contrasts(seed, split, subject, spec)
+        reference = _image(ref_c, fr, sub, seed, split, subject, slice_index, rng, _RANDOM_CODES["reference"])
+        ground_truth = _image(tar_c, fr, sub, seed, split, subject, slice_index, rng, _RANDOM_CODES["target"])
+    else:
+        ref_name, tar_name = PAIRS[pair]
+        reference = _image(ref_name, fr, sub, seed, split, subject, slice_index, rng)
+        ground_truth = _image(tar_name, fr, sub, seed, split, subject, slice_index, rng)
     deg_rng = np.random.default_rng([seed, _SPLIT_CODE[split], subject, slice_index, _TAG_DEGRADE])
     target, mask = degrade_with_mask(ground_truth, task, deg_rng, mask_kind)
     return Example(reference, target.astype(np.float32, copy=False), ground_truth, subject, slice_index, mask)
 
 
-def tissue_maps(split: str, subject: int, slice_index: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_contrasts(seed: int, split: str, subject: int,
+                     spec: RandomSpec | None = None) -> tuple[Contrast, Contrast]:
+    """The (reference, target) contrasts the ``random`` pair draws for one subject."""
+    rng = np.random.default_rng([int(seed), _SPLIT_CODE[_check_split(split)], int(subject), _TAG_RANDOM])
+    spec = (spec or RandomSpec()).validate()
+    tissues = tuple(TISSUES)
+    return draw_contrast(rng, tissues, spec), draw_contrast(rng, tissues, spec)
+
+
+def tissue_maps(split: str, subject: int, slice_index: int, seed: int = 0,
+                pair: str = "t1-t2") -> dict[str, np.ndarray]:
     """The warped, textured tissue fractions (``csf``, ``gm``, ``wm``, ``fat``, ``muscle``; float32
     (H, W)) behind :func:`make_example` of the same (split, subject, slice_index, seed), e.g. to
     measure contrast per tissue or score per tissue."""
     _check_split(split)
     subject, slice_index, seed = int(subject), int(slice_index), int(seed)
     _check_ids(split, subject, slice_index, seed)
-    fractions, _ = _fractions(seed, split, subject, slice_index, _subject_params(seed, split, subject))
+    sub = _subject_params(seed, split, subject, wide=pair == RANDOM_PAIR)
+    fractions, _ = _fractions(seed, split, subject, slice_index, sub)
     return {k: v.astype(np.float32, copy=False) for k, v in fractions.items()}
 
 
@@ -475,9 +524,11 @@ def _draws(split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return subjects, slices
 
 
-def simulate(pair: str, task: str, split: str, n: int, seed: int = 0, mask_kind: str = "random") -> dict[str, np.ndarray]:
+def simulate(pair: str, task: str, split: str, n: int, seed: int = 0, mask_kind: str = "random",
+             spec: RandomSpec | None = None) -> dict[str, np.ndarray]:
     """``n`` examples of ``split`` stacked: ``reference``, ``target``, ``ground_truth`` (n, H, W)
-    float32, ``subject``, ``slice_index`` (n,) int64.
+    float32, ``subject``, ``slice_index`` (n,) int64, and for reconstruction tasks ``mask`` (n, W)
+    bool, each example's column mask.
 
     Example i uses the i-th subject and the i-th slice of two seeded permutations (cycled), so the
     set covers the split's slices evenly, is deterministic, and the first m of n examples equal
@@ -490,14 +541,18 @@ def simulate(pair: str, task: str, split: str, n: int, seed: int = 0, mask_kind:
     out = {k: np.empty((n,) + SHAPE, np.float32) for k in ("reference", "target", "ground_truth")}
     out["subject"] = np.empty(n, np.int64)
     out["slice_index"] = np.empty(n, np.int64)
+    masks = []
     for i in range(n):
         ex = make_example(pair, task, split, int(subjects[i % len(subjects)]), int(slices[i % len(slices)]),
-                          seed=seed, mask_kind=mask_kind)
+                          seed=seed, mask_kind=mask_kind, spec=spec)
         out["reference"][i] = ex.reference
         out["target"][i] = ex.target
         out["ground_truth"][i] = ex.ground_truth
         out["subject"][i] = ex.subject
         out["slice_index"][i] = ex.slice_index
+        masks.append(ex.mask)
+    if n and masks[0] is not None:
+        out["mask"] = np.stack(masks).astype(bool)
     return out
 
 

@@ -2,17 +2,16 @@
 
 :func:`write_volume` writes float32 magnitude images as .npy, NIfTI (the input's header and
 affine; data type float32, scaling reset), HDF5 (a fastMRI-style ``reconstruction`` dataset with
-the input's attributes) or a new DICOM series (new UIDs, the input's geometry, classic
-single-frame files -- also when the input was an Enhanced multi-frame object, because every
-viewer and PACS reads those). Every output is written atomically (a temporary file or folder
-beside the target, renamed into place) and an existing output is refused unless
+the input's attributes) or a new derived DICOM series (:mod:`.dicom_series`: UIDs derived from
+the input UIDs, the input's geometry, references to both inputs, classic single-frame files --
+also when the input was an Enhanced multi-frame object, because every viewer and PACS reads
+those). Every output is written atomically (a temporary file or folder beside the target,
+renamed into place) and an existing output is refused unless
 ``overwrite=True``. An input is never written over.
 """
 
 from __future__ import annotations
 
-import copy
-import datetime as _dt
 import gzip
 import os
 import shutil
@@ -25,31 +24,6 @@ import numpy as np
 from ..artifacts import atomic_path, temp_beside
 from ..errors import InputError, OutputExistsError
 from .volume import Volume
-
-#: Appended to the SeriesDescription of a written DICOM series.
-DICOM_SERIES_SUFFIX = " SGF-MRI"
-#: Added to the SeriesNumber of a written DICOM series.
-DICOM_SERIES_NUMBER_OFFSET = 1000
-
-_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-_CLASSIC_SOP_CLASSES = {
-    _MR_IMAGE_STORAGE,
-    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
-}
-#: Elements of the input that would be wrong for the new pixel data.
-_DICOM_DROP = (
-    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "NumberOfFrames",
-    "LargestImagePixelValue", "SmallestImagePixelValue", "LargestPixelValueInSeries",
-    "SmallestPixelValueInSeries", "PixelPaddingValue", "PixelPaddingRangeLimit",
-    "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction",
-    "VOILUTSequence", "ModalityLUTSequence", "RescaleType", "IconImageSequence",
-    "PlanarConfiguration", "LossyImageCompression", "LossyImageCompressionRatio",
-    "LossyImageCompressionMethod", "RedPaletteColorLookupTableDescriptor",
-    "GreenPaletteColorLookupTableDescriptor", "BluePaletteColorLookupTableDescriptor",
-    "PixelAspectRatio", "SOPInstanceUID", "SeriesInstanceUID", "ReferencedImageSequence",
-)
-
 
 def default_output_path(target_path: str | Path) -> Path:
     """``<target>_sgf.<ext>`` beside the target.
@@ -125,7 +99,9 @@ def write_volume(
     like: Volume,
     *,
     overwrite: bool = False,
-    description: str = "SGF-MRI reconstruction",
+    description: str | None = None,
+    reference: Volume | None = None,
+    result_key: str | None = None,
 ) -> Path:
     """Write ``data`` ((N, H, W) or (H, W) on ``like``'s grid) in ``like``'s form; return the path.
 
@@ -135,7 +111,15 @@ def write_volume(
     ``like.orientation`` (DICOM) or a diagonal affine from ``like.spacing`` (identity if unknown).
     Raises :class:`OutputExistsError` for an existing output without ``overwrite`` and, always,
     for an output that is (or contains) the input ``like.source``.
+
+    ``description`` is the derivation text (engine, registration; default "SGF-MRI reconstruction"):
+    NIfTI ``descrip``, HDF5 ``sgf_description``, DICOM DerivationDescription. ``reference`` (the
+    reference volume) lets a DICOM output reference both input series and derive its UIDs from
+    them (:mod:`sgf_deploy.data.dicom_series`) and ``result_key`` (what makes the result this
+    result beyond its inputs, e.g. the engine's sha256; default: ``description``): the same inputs
+    and key give the same UIDs, so a PACS replaces a re-sent result instead of duplicating it.
     """
+    description = description or "SGF-MRI reconstruction"
     out = Path(path)
     fmt = _output_format(out, like)
     arr = _check_output_data(data, like, out)
@@ -150,7 +134,7 @@ def write_volume(
     elif fmt == "hdf5":
         _write_hdf5(out, arr, like, overwrite, description)
     else:
-        _write_dicom(out, arr, like, overwrite, description)
+        _write_dicom(out, arr, like, overwrite, description, reference, result_key)
     return out
 
 
@@ -221,85 +205,6 @@ def _write_hdf5(out: Path, arr: np.ndarray, like: Volume, overwrite: bool, descr
 
 
 # --------------------------------------------------------------------------------------------
-def _quantise(arr: np.ndarray) -> tuple[np.ndarray, str, str, float, float]:
-    """uint16 stored values with DICOM-DS slope/intercept; the reader's float values survive
-    to within slope/2 (the DS strings are parsed back before quantising, so no drift)."""
-    from pydicom.valuerep import format_number_as_ds
-
-    vmin, vmax = float(arr.min()), float(arr.max())
-    if vmin >= 0:
-        inter = 0.0
-        slope = vmax / 65535.0 if vmax > 0 else 1.0
-    else:
-        inter = vmin
-        slope = (vmax - vmin) / 65535.0 if vmax > vmin else 1.0
-    inter_s = format_number_as_ds(inter) if inter else "0"
-    inter_f = float(inter_s)
-    slope_s = format_number_as_ds(slope)
-    slope_f = float(slope_s)
-    if slope_f <= 0:  # underflow of a tiny range
-        slope_s, slope_f = "1", 1.0
-    stored = np.clip(np.rint((arr.astype(np.float64) - inter_f) / slope_f), 0, 65535).astype("<u2")
-    return stored, slope_s, inter_s, vmin, vmax
-
-
-def _series_description(t: Any) -> str:
-    base = str(t.get("SeriesDescription", "") or "").strip()
-    return (base[: 64 - len(DICOM_SERIES_SUFFIX)] + DICOM_SERIES_SUFFIX).strip()
-
-
-def _dicom_dataset(t: Any, stored: np.ndarray, index: int, series_uid: str, slope: str, inter: str,
-                   vmin: float, vmax: float, description: str, now: _dt.datetime) -> Any:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    for elem in t:  # copy patient/study/equipment/geometry; skip pixel and stale elements
-        if elem.tag.is_private or elem.tag.group in (0x0002, 0x7FE0) or elem.keyword in _DICOM_DROP:
-            continue
-        ds.add(copy.deepcopy(elem))
-    sop_class = str(t.get("SOPClassUID", "") or "")
-    ds.SOPClassUID = sop_class if sop_class in _CLASSIC_SOP_CLASSES else _MR_IMAGE_STORAGE
-    ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = series_uid
-    try:
-        number = int(t.get("SeriesNumber", 0) or 0)
-    except (TypeError, ValueError):
-        number = 0
-    ds.SeriesNumber = number + DICOM_SERIES_NUMBER_OFFSET
-    ds.SeriesDescription = _series_description(t)
-    ds.InstanceNumber = index + 1
-    image_type = t.get("ImageType", []) or []
-    image_type = [image_type] if isinstance(image_type, str) else list(image_type)
-    ds.ImageType = ["DERIVED", "SECONDARY"] + [str(v) for v in image_type[2:3]]
-    ds.DerivationDescription = description[:1024]
-    ds.ContentDate = now.strftime("%Y%m%d")
-    ds.ContentTime = now.strftime("%H%M%S")
-    if "SeriesDate" not in ds:
-        ds.SeriesDate = ds.ContentDate
-    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = inter
-    from pydicom.valuerep import format_number_as_ds
-
-    ds.WindowCenter = format_number_as_ds((vmin + vmax) / 2)
-    ds.WindowWidth = format_number_as_ds(max(vmax - vmin, 1e-6))
-    ds.PixelData = stored.tobytes()
-    ds["PixelData"].VR = "OW"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
-
-
 def _replaceable(out: Path) -> bool:
     """An existing output folder may be replaced only if it holds nothing but .dcm files."""
     if not out.is_dir():
@@ -307,8 +212,9 @@ def _replaceable(out: Path) -> bool:
     return all(q.is_file() and q.name.lower().endswith(".dcm") for q in out.iterdir())
 
 
-def _write_dicom(out: Path, arr: np.ndarray, like: Volume, overwrite: bool, description: str) -> None:
-    from pydicom.uid import generate_uid
+def _write_dicom(out: Path, arr: np.ndarray, like: Volume, overwrite: bool, description: str,
+                 reference: Volume | None, result_key: str | None) -> None:
+    from .dicom_series import write_derived_series
 
     templates = like.header if isinstance(like.header, list) else None
     if like.fmt != "dicom" or templates is None or len(templates) != arr.shape[0]:
@@ -320,14 +226,10 @@ def _write_dicom(out: Path, arr: np.ndarray, like: Volume, overwrite: bool, desc
         if not _replaceable(out):
             raise OutputExistsError(f"{out}: exists and holds more than a DICOM series; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    stored, slope, inter, vmin, vmax = _quantise(arr)
-    series_uid = generate_uid()
-    now = _dt.datetime.now()
     tmp = temp_beside(out, directory=True)
     try:
-        for i, t in enumerate(templates):
-            ds = _dicom_dataset(t, stored[i], i, series_uid, slope, inter, vmin, vmax, description, now)
-            ds.save_as(tmp / f"IM{i + 1:05d}.dcm", enforce_file_format=True)
+        write_derived_series(tmp, arr, templates, reference=reference, description=description,
+                             result_key=result_key)
         if out.exists() or out.is_symlink():
             if not overwrite:
                 raise OutputExistsError(f"{out}: appeared while writing; pass --force to overwrite it")

@@ -43,6 +43,10 @@ def load_engine(path: str | os.PathLike, *, threads: int | None = None) -> Runne
         from .onnxruntime.runner import OrtRunner
 
         return OrtRunner(path, manifest, threads=threads)
+    if backend == "openvino":
+        from .openvino.runner import OvRunner
+
+        return OvRunner(path, manifest, threads=threads)
     if backend in ("tensorrt", "tensorrt-rtx"):
         from .tensorrt.runner import TrtRunner
 

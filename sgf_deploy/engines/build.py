@@ -11,6 +11,7 @@ without ``overwrite=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import shutil
@@ -119,6 +120,8 @@ def _variant(settings: BuildSettings) -> dict[str, Any]:
             variant["quantizer"] = settings.quantizer
         if settings.int8_activations != D.INT8_ACTIVATIONS:
             variant["activations"] = settings.int8_activations
+        if settings.overflow_fix is not None:
+            variant["overflow_fix"] = settings.overflow_fix
     if settings.mcns != D.MCNS:
         variant["mcns"] = settings.mcns
     return variant
@@ -129,13 +132,22 @@ def _device(backend: str, targets: tuple[str, ...]) -> dict[str, Any]:
         from .onnxruntime.builder import ort_device
 
         return ort_device()
+    if backend == "openvino":
+        from .openvino.builder import ov_device
+
+        return ov_device()
     from .tensorrt.builder import device_for
 
     return device_for(backend, import_trt(backend, "building engines"), targets)
 
 
-def _precision_token(settings: BuildSettings, variant: dict[str, Any]) -> str:
-    token = settings.precision if settings.precision != "int8" else f"int8-{settings.calib_method}"
+def _precision_token(settings: BuildSettings, variant: dict[str, Any], backend: str = "onnxruntime") -> str:
+    method = settings.calib_method
+    if backend == "openvino" and settings.precision == "int8":
+        from ..calibration.nncf_int8 import estimator_token
+
+        method = estimator_token(method)  # NNCF's range estimator (e.g. histogram), not ORT's method name
+    token = settings.precision if settings.precision != "int8" else f"int8-{method}"
     return token + (f"+{options_hash(variant)}" if variant else "")
 
 
@@ -151,6 +163,10 @@ def plan_build(onnx_path: str | os.PathLike | None, settings: BuildSettings) -> 
         raise InputError(f"{onnx_path}: ONNX file not found; run `sgf-deploy export` first")
     metadata = read_onnx_metadata(onnx_path)
     backend = resolve_backend(settings.backend)
+    if str(settings.backend).lower() == "auto" and backend == "onnxruntime":
+        from .openvino.choice import choose_cpu_backend
+
+        backend = choose_cpu_backend(onnx_path, settings.precision, Path(settings.out_dir), settings.threads)
     check_mcns_mode(settings.mcns, backend)
     targets = normalize_targets(settings.targets)
     if targets and backend != "tensorrt-rtx":
@@ -167,12 +183,19 @@ def plan_build(onnx_path: str | os.PathLike | None, settings: BuildSettings) -> 
                                                         pair=metadata.get("sgf.pair"), task=metadata.get("sgf.task")))
     version = backend_version(backend)
     device = _device(backend, targets)
+    if backend == "openvino" and settings.precision == "fp16":
+        from .openvino.builder import fp16_problem
+
+        if fp16_problem(device):
+            raise InputError(f"--fp16 --backend openvino: {fp16_problem(device)}")
     variant = _variant(settings)
-    name = engine_filename(onnx_path.stem, backend, version, _precision_token(settings, variant),
+    name = engine_filename(onnx_path.stem, backend, version, _precision_token(settings, variant, backend),
                            device_token(backend, device), profile)
     engine_path = Path(settings.out_dir) / name
     check_writable(engine_path, settings.overwrite)
     check_writable(manifest_path(engine_path), settings.overwrite)
+    if backend == "openvino":
+        check_writable(engine_path.with_suffix(".bin"), settings.overwrite)
     return BuildPlan(onnx_path, metadata, settings, backend, version, device, profile, targets, variant,
                      calib_set, engine_path)
 
@@ -181,6 +204,17 @@ def plan_build(onnx_path: str | os.PathLike | None, settings: BuildSettings) -> 
 def convert_precision(plan: BuildPlan, work: Path, say: Echo) -> tuple[Path, dict[str, Any]]:
     """(the model the backend builds from, the conversion record): FP16 conversion or INT8 Q/DQ."""
     s = plan.settings
+    if plan.backend in ("tensorrt", "tensorrt-rtx"):
+        from ..export.attention import without_chunking
+
+        plain = work / "model.plain-attention.onnx"  # TensorRT(-RTX) cannot build the chunked Loop
+        if without_chunking(plan.onnx_path, plain):
+            say("attention: the query-chunked Loop replaced by the plain attention for TensorRT")
+            plan = dataclasses.replace(plan, onnx_path=plain)
+    if plan.backend == "openvino":
+        from .openvino.convert import convert_for_openvino
+
+        return convert_for_openvino(plan, work, say)
     if plan.precision == "fp16":
         from ..calibration.fp16 import convert_fp16
 
@@ -210,6 +244,11 @@ def build_backend(plan: BuildPlan, model_path: Path, staged: Path) -> dict[str, 
         from .onnxruntime.builder import build as ort_build
 
         return ort_build(model_path, staged, device=plan.device, threads=plan.settings.threads)
+    if plan.backend == "openvino":
+        from .openvino.builder import build as ov_build
+        from .openvino.builder import read_model
+
+        return ov_build(read_model(model_path), staged, threads=plan.settings.threads)
     from .tensorrt.builder import build as trt_build
     from .tensorrt.builder import timing_cache_path
 
@@ -275,7 +314,7 @@ def install(plan: BuildPlan, staged: Path, manifest: EngineManifest, model_path:
     TensorRT engines are opaque: the converted ONNX they were built from is kept beside them for
     layer-wise debugging (``validate --layerwise``, ``polygraphy debug precision``)."""
     engine_path, overwrite = plan.engine_path, plan.settings.overwrite
-    keep_onnx = plan.backend != "onnxruntime" and model_path != plan.onnx_path
+    keep_onnx = plan.backend not in ("onnxruntime", "openvino") and model_path != plan.onnx_path
     if keep_onnx:
         manifest.precision_onnx = engine_path.name + ".model.onnx"
         check_writable(plan.out_dir / manifest.precision_onnx, overwrite)
@@ -283,6 +322,9 @@ def install(plan: BuildPlan, staged: Path, manifest: EngineManifest, model_path:
     check_writable(engine_path, overwrite)
     if keep_onnx:
         os.replace(model_path, plan.out_dir / manifest.precision_onnx)  # type: ignore[operator]
+    if plan.backend == "openvino":  # the IR's weights, hashed in build_options.weights_sha256
+        check_writable(engine_path.with_suffix(".bin"), overwrite)
+        os.replace(staged.with_suffix(".bin"), engine_path.with_suffix(".bin"))
     os.replace(staged, engine_path)
     os.replace(manifest_path(staged), manifest_path(engine_path))
 

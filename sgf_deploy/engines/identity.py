@@ -28,14 +28,15 @@ from typing import Any
 
 from ..errors import InputError, MissingDependencyError
 
-BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt", "tensorrt-rtx")
+BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino", "tensorrt", "tensorrt-rtx")
 BACKEND_CHOICES: tuple[str, ...] = ("auto",) + BACKENDS
 TRT_MODULES: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
-BACKEND_TOKENS: dict[str, str] = {"onnxruntime": "ort", "tensorrt": "trt", "tensorrt-rtx": "rtx"}
-BACKEND_LABELS: dict[str, str] = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}
-EXTRAS: dict[str, str] = {"onnxruntime": "gpu", "tensorrt": "trt", "tensorrt-rtx": "rtx"}
+BACKEND_TOKENS: dict[str, str] = {"onnxruntime": "ort", "openvino": "ov", "tensorrt": "trt", "tensorrt-rtx": "rtx"}
+BACKEND_LABELS: dict[str, str] = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT",
+                                   "tensorrt-rtx": "TensorRT-RTX"}
+EXTRAS: dict[str, str] = {"onnxruntime": "gpu", "openvino": "openvino", "tensorrt": "trt", "tensorrt-rtx": "rtx"}
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-ENGINE_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "tensorrt": ".engine", "tensorrt-rtx": ".engine"}
+ENGINE_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "openvino": ".xml", "tensorrt": ".engine", "tensorrt-rtx": ".engine"}
 
 # TensorRT-RTX builds ahead of time without a GPU; with no compute capability set, its engines run
 # on compute capability 8.0, 8.6, 8.9 and 12.0 (Ampere incl. A100, Ada, Blackwell RTX); not 9.0
@@ -44,6 +45,8 @@ RTX_DEFAULT_TARGETS: tuple[str, ...] = ("SM80", "SM86", "SM89", "SM120")
 
 # Default TensorRT optimisation profile for an ONNX file with dynamic N, H, W: narrow around the
 # slice sizes of real data (fastMRI 320x320 crops, simulator 240x200 padded, brain 256x256).
+OV_MAX_BATCH = 64  # OpenVINO engines of an ONNX file with fixed dimensions: the batch range 1..64
+
 DEFAULT_TRT_PROFILE: tuple[tuple[int, int, int, int], ...] = ((1, 1, 64, 64), (1, 1, 320, 320), (4, 1, 512, 512))
 
 
@@ -70,12 +73,17 @@ def backend_version(backend: str) -> str:
         import onnxruntime
 
         return str(onnxruntime.__version__)
+    if backend == "openvino":
+        from .openvino.builder import import_openvino
+
+        return str(import_openvino("OpenVINO engines").__version__).split("-")[0]
     return str(import_trt(backend, f"{backend_label(backend)} engines").__version__)
 
 
 def resolve_backend(name: str) -> str:
     """``auto`` -> ``tensorrt`` when its module is importable and an NVIDIA GPU is present, else
-    ``onnxruntime``. TensorRT-RTX is never picked automatically: it is chosen by name (it builds
+    ``onnxruntime`` (``build`` then measures whether OpenVINO is faster on this CPU:
+    :mod:`sgf_deploy.engines.openvino.choice`). TensorRT-RTX is never picked automatically: it is chosen by name (it builds
     without a GPU, so picking it on a CPU-only machine would give an engine this machine can't run)."""
     name = str(name).lower().replace("_", "-")
     if name in ("trt", "tensorrt11"):
@@ -84,10 +92,17 @@ def resolve_backend(name: str) -> str:
         name = "tensorrt-rtx"
     if name in ("ort",):
         name = "onnxruntime"
+    if name in ("ov", "open-vino"):
+        name = "openvino"
     if name == "auto":
         return "tensorrt" if trt_available("tensorrt") and gpu_devices() else "onnxruntime"
     if name not in BACKENDS:
         raise InputError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_CHOICES)}")
+    if name == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            raise MissingDependencyError("the OpenVINO backend needs the Python package 'openvino', which is not installed; "
+                                         f"install it with: pip install 'sgf-deploy[{EXTRAS[name]}]'")
+        return name
     if name != "onnxruntime" and not trt_available(name):
         raise MissingDependencyError(
             f"the {backend_label(name)} backend needs the Python package '{TRT_MODULES[name]}', which is not "
@@ -369,8 +384,14 @@ def resolve_profile(backend: str, requested: Profile | None, onnx_shape: tuple[A
     if all(d is not None for d in onnx_shape):
         shape = tuple(int(d) for d in onnx_shape)
         return Profile(shape, shape, shape, "static ONNX input")  # type: ignore[arg-type]
-    if backend == "onnxruntime":
-        return Profile(None, None, None, "dynamic ONNX input (ONNX Runtime accepts any N, H, W)")
+    if backend == "openvino" and any(onnx_shape[axis] is not None for axis in (0, 2, 3)):
+        # OpenVINO compiles a static copy per input shape: keep the file's fixed H, W in the profile
+        # so inputs of another size are refused up front (and parity slices are fitted to it).
+        lo = tuple(fixed if fixed is not None else d for fixed, d in zip(onnx_shape, (1, 1, 8, 8)))
+        hi = tuple(fixed if fixed is not None else d for fixed, d in zip(onnx_shape, (OV_MAX_BATCH, 1, 4096, 4096)))
+        return Profile(lo, lo, hi, "ONNX input's fixed dimensions")  # type: ignore[arg-type]
+    if backend in ("onnxruntime", "openvino"):
+        return Profile(None, None, None, f"dynamic ONNX input ({backend_label(backend)} accepts any N, H, W)")
     shapes = []
     for default in DEFAULT_TRT_PROFILE:
         shapes.append(tuple(fixed if fixed is not None else d for fixed, d in zip(onnx_shape, default)))

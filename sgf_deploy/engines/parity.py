@@ -1,8 +1,11 @@
 """Build-time parity: PSNR of the engine against the PyTorch reference on held-out slices.
 
 Slices: the simulator's **test** split (never the train split calibration uses) for the pair and
-task of the model (ONNX metadata), or a folder of the user's pairs (``build --data DIR``), ``n``
-slices (default 4), prepared by the input contract
+task of the model (ONNX metadata), or the **test subjects** of a folder of the user's pairs
+(``build --data DIR``; :mod:`sgf_deploy.data.splits`). A model trained on a folder
+(``train --data DIR``; its checkpoint has ``<checkpoint>.split.json``) is checked on that folder's
+test subjects even when ``--data`` is left at ``sim``: the simulator has none of its contrasts.
+``n`` slices (default 4), prepared by the input contract
 (:mod:`sgf_deploy.contract`); when the engine's profile does not admit the slices, they are
 centre-cropped to the profile's maximum / edge-padded to its minimum first (the same input goes to
 both sides).
@@ -63,29 +66,52 @@ def fit_profile(images: np.ndarray, profile: Profile) -> np.ndarray:
     return images if (th, tw) == (h, w) else contract.fit(images, (th, tw))
 
 
+def recorded_split(metadata: dict[str, Any]) -> Any:
+    """The subject split of the checkpoint the ONNX file names (``<checkpoint>.split.json``,
+    tied to it by ``sgf.checkpoint_sha256``), or None (trained on the simulator, or not found)."""
+    from ..data.splits import read_sidecar
+
+    from ..errors import InputError
+
+    ckpt = metadata.get("sgf.checkpoint_path")
+    if not ckpt:
+        return None
+    try:
+        return read_sidecar(ckpt, str(metadata.get("sgf.checkpoint_sha256") or "") or None)
+    except InputError:  # a split record of another checkpoint: not this model's split
+        return None
+
+
 def parity_inputs(data: str, pair: str, task: str, n: int, profile: Profile, multiple: int,
-                  seed: int = SEED) -> dict[str, Any]:
-    """Held-out slices (``data``: "sim" or a folder of the user's pairs) fitted to the profile
-    and prepared by the input contract."""
-    key = (str(data), pair, task, n, profile.min, profile.max, multiple, seed)
+                  seed: int = SEED, split: Any = None) -> dict[str, Any]:
+    """Held-out slices (``data``: "sim" or a folder of the user's pairs, its test subjects under
+    ``split``) fitted to the profile and prepared by the input contract."""
+    key = (str(data), pair, task, n, profile.min, profile.max, multiple, seed,
+           None if split is None else str(split.to_dict()))
     if key not in _INPUTS_CACHE:
         _bound(_INPUTS_CACHE)
-        _INPUTS_CACHE[key] = _parity_inputs(str(data), pair, task, n, profile, multiple, seed)
+        _INPUTS_CACHE[key] = _parity_inputs(str(data), pair, task, n, profile, multiple, seed, split)
     return _INPUTS_CACHE[key]
 
 
-def _parity_inputs(data: str, pair: str, task: str, n: int, profile: Profile, multiple: int, seed: int) -> dict[str, Any]:
+def _parity_inputs(data: str, pair: str, task: str, n: int, profile: Profile, multiple: int, seed: int,
+                   split: Any = None) -> dict[str, Any]:
     note = None
+    if data == "sim" and split is not None and Path(split.folder).is_dir():
+        data = split.folder
+        note = f"model trained on {split.folder} ({split.label}): parity on its held-out test subjects, not the simulator"
+    elif data == "sim" and split is not None:
+        note = f"model trained on {split.folder}, which is gone; parity slices are simulated"
     if data == "sim":
         from ..data.simulator import PAIRS, simulate
 
         if pair not in PAIRS:
-            note = f"model pair {pair!r} is not simulated; parity slices use t1-t2"
+            note = (note + "; " if note else "") + f"model pair {pair!r} is not simulated; parity slices use t1-t2"
             pair = "t1-t2"
         sim = simulate(pair, task, "test", n, seed)
         images, what = [sim[k] for k in ("reference", "target", "ground_truth")], f"simulator {pair} {task}, test split"
     else:
-        images, what = _user_slices(data, task, n, seed)
+        images, what = _user_slices(data, task, n, seed, split)
     ref, tar, gt = (fit_profile(np.asarray(x, np.float32), profile) for x in images)
     prepared = contract.prepare(ref, tar, multiple)
     return {
@@ -96,20 +122,24 @@ def _parity_inputs(data: str, pair: str, task: str, n: int, profile: Profile, mu
     }
 
 
-def _user_slices(folder: str, task: str, n: int, seed: int) -> tuple[list[np.ndarray], str]:
-    """The first ``n`` slices of a user folder's pairs that share the first pair's slice shape."""
-    from ..data.pairs import find_pairs, load_pair
+def _user_slices(folder: str, task: str, n: int, seed: int, split: Any = None) -> tuple[list[np.ndarray], str]:
+    """The first ``n`` slices of a user folder's test pairs that share the first pair's slice shape."""
+    from ..data.pairs import load_pair
+    from ..data.splits import pairs_for
 
     picked: list[list[np.ndarray]] = [[], [], []]
-    for files in find_pairs(folder):
+    pairs, how = pairs_for(folder, "test", split)
+    for files in pairs:
         pair = load_pair(files, task, seed, n - len(picked[0]))
-        if picked[0] and pair.target.shape[-2:] != picked[1][0].shape:
+        if pair.ground_truth is None or (picked[0] and pair.target.shape[-2:] != picked[1][0].shape):
             continue
         for i, arr in enumerate((pair.reference, pair.target, pair.ground_truth)):
             picked[i].extend(arr)
         if len(picked[0]) >= n:
             break
-    return [np.stack(x) for x in picked], f"user pairs in {folder}"
+    if not picked[0]:
+        raise SgfError(f"{folder}: no test pair with a ground truth for the build-time parity check ({how})")
+    return [np.stack(x) for x in picked], f"user pairs in {folder}, {how}"
 
 
 def reference_outputs(onnx_path: Path, metadata: dict[str, Any], prepared: contract.Prepared,
@@ -190,7 +220,7 @@ def build_parity(infer: Infer | None, *, onnx_path: Path, metadata: dict[str, An
         return {"status": "not run: disabled (--n 0)"}
     started = time.perf_counter()
     inputs = parity_inputs(data, str(metadata.get("sgf.pair") or "t1-t2"), str(metadata.get("sgf.task") or "recon4x"),
-                           n, profile, contract.size_multiple(metadata))
+                           n, profile, contract.size_multiple(metadata), split=recorded_split(metadata))
     prepared = inputs["prepared"]
     ref_out, ref_label = reference_outputs(Path(onnx_path), metadata, prepared, threads)
     result: dict[str, Any] = {
@@ -223,6 +253,10 @@ def _engine_runner(plan: Any, staged: Path, manifest: Any) -> tuple[Any, str | N
         from .onnxruntime.runner import OrtRunner
 
         return OrtRunner(staged, manifest, threads=plan.settings.threads), None
+    if plan.backend == "openvino":
+        from .openvino.runner import OvRunner
+
+        return OvRunner(staged, manifest, threads=plan.settings.threads), None
     if not gpu_devices():
         return None, "not run: no GPU"
     from .tensorrt.runner import TrtRunner

@@ -35,6 +35,7 @@ class BuildSettings:
     keep_fp32: str | tuple[str, ...] | None = None
     exclude: str | tuple[str, ...] | None = None
     mcns: str = D.MCNS
+    overflow_fix: str | None = None  # OpenVINO INT8 (NNCF): enable | disable | first_layer; None: by the CPU
     threads: int | None = None
     targets: str | tuple[str, ...] | None = None
     parity_n: int = D.BUILD_PARITY_N
@@ -84,6 +85,7 @@ class BuildSettings:
             "quantizer": self.quantizer if self.precision == "int8" else None,
             "int8_activations": self.int8_activations if self.precision == "int8" else None,
             "mcns": self.mcns,
+            "overflow_fix": self.overflow_fix if self.backend in ("openvino", "ov") else None,
             "threads": self.threads,
         }
 

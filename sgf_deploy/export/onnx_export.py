@@ -188,6 +188,10 @@ def export_model_proto(model: Any, opset: int, static: tuple[int, int] | None = 
         proto.opset_import.add(domain=DOMAIN, version=FUNCTION_VERSION)
     del proto.functions[:]  # nothing else should be there; the body of sgf::MCNS is ours
     proto.functions.append(make_mcns_function(int(opset)))
+    from .attention import chunk_attention, scales_to_chunk  # query-chunked attention (paper memory)
+
+    cfg = model.config
+    chunk_attention(proto, {cfg.channels[s] for s in scales_to_chunk(cfg.channels, cfg.mcsd_scales, static)} or {-1})
     return proto
 
 

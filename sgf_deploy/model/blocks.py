@@ -57,9 +57,12 @@ class SFA(nn.Module):
 
     def forward(self, squeezed: torch.Tensor, encoder: torch.Tensor) -> torch.Tensor:
         b, c, h, w = encoder.shape
-        q = self.q(squeezed).flatten(2).transpose(1, 2).unsqueeze(1)  # (B,1,N,dk)
-        k = self.k(encoder).flatten(2).transpose(1, 2).unsqueeze(1)
-        v = self.v(encoder).flatten(2).transpose(1, 2).unsqueeze(1)  # (B,1,N,C)
+        # Contiguous Q/K/V: PyTorch's flash / memory-efficient SDPA kernels need dense last-dim
+        # strides; with transposed views SDPA falls back to the math kernel, which materialises the
+        # N x N scores (2.6 GB per 320x320 slice at the paper preset's 1/2 scale).
+        q = self.q(squeezed).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B,1,N,dk)
+        k = self.k(encoder).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+        v = self.v(encoder).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B,1,N,C)
         att = F.scaled_dot_product_attention(q, k, v)
         return self.out(att.squeeze(1).transpose(1, 2).reshape(b, c, h, w))
 

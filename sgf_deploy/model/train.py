@@ -48,6 +48,8 @@ class TrainSettings:
     tar_tag: str | None = None
     threads: int | None = None
     pool: int = 512  # simulated slices generated once; each step crops from them (0 = simulate every example)
+    init: str | None = None  # start from this checkpoint's weights (fresh optimiser); its sha256 is recorded
+    snapshot: bool = False  # at every validation also write <out stem>.snapshot.pt (resumable, steps so far)
 
     def resolved_decay(self) -> int:
         return self.decay_every or max(1, int(self.steps * 0.4))
@@ -66,10 +68,11 @@ class BatchSource:
         self._h5 = None
         self._pool: list | None = None
         if settings.data != "sim":
-            from ..data.pairs import PairSource, find_pairs
+            from ..data.pairs import PairSource
+            from ..data.splits import split_folder
 
-            self._h5 = PairSource(find_pairs(settings.data, settings.ref_tag, settings.tar_tag), settings.task,
-                                  seed=settings.seed)
+            pairs, split = split_folder(settings.data, settings.seed, settings.ref_tag, settings.tar_tag)
+            self._h5 = PairSource(split.select(pairs, "train"), settings.task, seed=settings.seed)  # train subjects only
         else:
             from ..data import simulator
 
@@ -123,9 +126,27 @@ def validation_set(settings: TrainSettings) -> dict[str, np.ndarray]:
         from ..data.simulator import simulate
 
         return simulate(settings.pair, settings.task, "val", settings.val_n, seed=VAL_SEED)
-    source = BatchSource(dataclasses.replace(settings, seed=VAL_SEED))
-    exs = [next(source._h5) for _ in range(settings.val_n)]
-    return {k: np.stack([getattr(e, k) for e in exs]) for k in ("reference", "target", "ground_truth")}
+    return user_validation_set(settings)
+
+
+def user_validation_set(settings: TrainSettings) -> dict[str, np.ndarray]:
+    """Up to ``val_n`` distinct slices of the folder's *validation subjects* (never a training
+    subject: :mod:`sgf_deploy.data.splits`), degraded with a fixed seed; slices of different
+    sizes are centre-cropped to the smallest common size."""
+    from ..data.pairs import PairSource
+    from ..data.splits import split_folder
+    from ..metrics import center_crop
+
+    pairs, split = split_folder(settings.data, settings.seed, settings.ref_tag, settings.tar_tag)
+    source = PairSource(split.select(pairs, "val"), settings.task, seed=VAL_SEED)
+    index = [(i, s) for i in range(len(source.pairs)) for s in range(source.slices(i))]
+    rng = np.random.default_rng([VAL_SEED, 0x5641])
+    picked = sorted(index[j] for j in rng.permutation(len(index))[: settings.val_n])
+    exs = [source.example(i, s, rng) for i, s in picked]
+    h = min(e.target.shape[0] for e in exs)
+    w = min(e.target.shape[1] for e in exs)
+    return {k: np.stack([center_crop(np.asarray(getattr(e, k)), (h, w)) for e in exs]).astype(np.float32)
+            for k in ("reference", "target", "ground_truth")}
 
 
 def evaluate_arrays(model: SGFMRI, data: dict[str, np.ndarray]) -> dict[str, float]:
@@ -159,6 +180,7 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.resolved_decay(), settings.decay_factor)
     start_step, history = 0, []
+    init_record = _initialise(model, settings, log) if settings.init else None
     if resume is not None:
         state, meta, training_state = read_checkpoint(resume)
         if training_state is None:
@@ -176,6 +198,7 @@ def train(
     if start_step >= settings.steps:
         raise SgfError(f"{resume}: already trained for {start_step} steps; ask for more than that with --steps")
 
+    user_record = _user_data_record(settings, log)  # {} for the simulator
     source = BatchSource(settings)
     val_data = validation_set(settings)
     loss_fn = torch.nn.L1Loss()
@@ -196,6 +219,8 @@ def train(
             history.append({"step": done, "loss": loss.item(), **last_val})
             msg = f"step {done}: loss {loss.item():.4f} val PSNR {last_val['psnr']:.2f} dB SSIM {last_val['ssim']:.4f}"
             bar.write(msg) if hasattr(bar, "write") else log(msg)
+            if settings.snapshot and done < settings.steps:
+                _snapshot(out, model, optimizer, scheduler, done, settings, history)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
 
@@ -207,12 +232,14 @@ def train(
         "steps": settings.steps,
         "seed": settings.seed,
         "no_reference": settings.no_reference,
+        "init": init_record,
         "final_validation": last_val,
         "history": history,
         "train_seconds_this_run": round(time.time() - t0, 1),
         "torch_version": str(torch.__version__),
         "toolkit_version": __version__,
     }
+    provenance.update(user_record)
     training_state = {
         "step": settings.steps,
         "optimizer": optimizer.state_dict(),
@@ -220,7 +247,53 @@ def train(
     }
     meta = save_checkpoint(out, model, provenance, training_state=training_state if Path(out).suffix == ".pt" else None, overwrite=overwrite)
     log(f"wrote {out} (sha256 {meta['sha256']})")
+    if user_record:
+        from ..data.splits import DataSplit, write_sidecar
+
+        log(f"wrote {write_sidecar(out, DataSplit.from_dict(user_record['split']), meta['sha256'], task=settings.task)} (the subject split)")
     return meta
+
+
+def _user_data_record(settings: TrainSettings, log: Callable[[str], None]) -> dict[str, Any]:
+    """What the checkpoint records about a user folder (``--data DIR``): the pair label from the
+    contrast tags (``pd-pdfs``, not the simulator's ``--pair``), the folder, and the subject split
+    that every later stage reads (:mod:`sgf_deploy.data.splits`)."""
+    if settings.data == "sim":
+        return {}
+    from ..data.splits import split_folder
+
+    pairs, split = split_folder(settings.data, settings.seed, settings.ref_tag, settings.tar_tag)
+    log(f"{settings.data}: {len(pairs)} pair(s), pair label '{split.label}', subject split {split.describe()}; "
+        f"validation on the {len(split.subjects['val'])} held-out validation subject(s) only")
+    return {"data": split.folder, "pair": split.label, "split": split.to_dict(),
+            "settings": dict(dataclasses.asdict(settings), pair=split.label, ref_tag=split.ref_tag, tar_tag=split.tar_tag)}
+
+
+def _snapshot(out: Path, model: SGFMRI, optimizer, scheduler, done: int, settings: TrainSettings,
+              history: list) -> None:
+    """A resumable checkpoint of the run so far beside ``out`` (``<stem>.snapshot.pt``), so that a
+    run cut short on a shared machine still leaves its latest validated weights."""
+    path = Path(out).with_name(Path(out).stem + ".snapshot.pt")
+    provenance = {"task": settings.task, "pair": settings.pair, "steps": done, "partial_of": settings.steps,
+                  "settings": dataclasses.asdict(settings), "history": list(history),
+                  "torch_version": str(torch.__version__), "toolkit_version": __version__}
+    state = {"step": done, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    save_checkpoint(path, model, provenance, training_state=state, overwrite=True)
+
+
+def _initialise(model: SGFMRI, settings: TrainSettings, log: Callable[[str], None]) -> dict[str, Any]:
+    """Copy the weights of ``settings.init`` into ``model`` (same config); the optimiser starts
+    fresh. Returns what the provenance records about the starting checkpoint."""
+    state, meta, _ = read_checkpoint(settings.init)
+    start = model_from_state(state, meta, str(settings.init))
+    if start.config != model.config:
+        raise CheckpointError(f"{settings.init}: its config differs from --preset {settings.preset} / "
+                              f"--no-reference {settings.no_reference}; --init needs the same network")
+    model.load_state_dict(start.state_dict())
+    prov = meta.get("provenance", {})
+    log(f"initialised from {settings.init} (sha256 {meta['sha256']})")
+    return {"name": Path(settings.init).name, "sha256": meta["sha256"], "task": prov.get("task"),
+            "pair": prov.get("pair"), "steps": prov.get("steps")}
 
 
 def _progress(it, enabled: bool, total: int, initial: int):

@@ -1,11 +1,15 @@
-"""The embedded default model as a cached ONNX Runtime engine, built once per machine.
+"""The embedded default models as cached ONNX Runtime engines, built once per machine.
 
-When ``engines/`` holds no validated engine, ``sgf-deploy run`` uses the embedded default model
-(``lite``), exported to ONNX and built for ONNX Runtime CPU (FP32) on first use, then cached under
-``$SGF_DEPLOY_CACHE`` or ``~/.cache/sgf-deploy/``, keyed by the default checkpoint's SHA-256. It
-has no validation report; it is trusted because the export self-check (ONNX Runtime vs PyTorch on
-the same inputs) passed, and the summary says exactly that (the cache marker beside the engine is
-what :meth:`sgf_deploy.engines.EngineManifest.trust` reads).
+When ``engines/`` holds no validated engine, ``sgf-deploy run`` uses the shipped default model of
+the task (:mod:`sgf_deploy.model.registry`), built for ONNX Runtime CPU (FP32) on first use, then
+cached under ``$SGF_DEPLOY_CACHE`` or ``~/.cache/sgf-deploy/``, keyed by the checkpoint's SHA-256.
+Each default ships as an ONNX file exported and self-checked (ONNX Runtime vs PyTorch) when it was
+packaged, so the first use needs numpy and ONNX Runtime only (no torch, no onnx): the file's
+SHA-256 is checked against the registry, ONNX Runtime optimises it, and the manifest is written
+from the file's own metadata. Only a default without a shipped ONNX file is exported from its
+checkpoint on first use (that imports torch). The engine has no validation report; it is trusted
+because the export self-check passed, and the summary says exactly that (the cache marker beside
+the engine is what :meth:`sgf_deploy.engines.EngineManifest.trust` reads).
 
 The cache is shared by the users of a workstation: it is created with the umask's permissions,
 a build holds an exclusive lock (``.lock``) so that simultaneous first uses build once and the
@@ -29,6 +33,7 @@ from ..artifacts import pid_alive, sha256_file, umask_mode, write_json_atomic
 from ..engines.manifest import CACHE_MARKER, EngineManifest, read_cache_marker
 from ..errors import SgfError, ValidationFailed
 from ..model.locate import default_checkpoint
+from ..model.registry import ShippedModel, default_for_task, model_by_checkpoint
 
 Echo = Callable[[str], None]
 BUILD_PREFIX = ".building-"
@@ -41,9 +46,14 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sgf-deploy"
 
 
-def default_checkpoint_path() -> Path:
-    """The embedded default checkpoint, or an error saying how to run without it."""
+def default_checkpoint_path(task: str | None = None) -> Path:
+    """The embedded default checkpoint (of ``task``), or an error saying how to run without it."""
     try:
+        if task is not None:
+            path = default_for_task(task).checkpoint_path
+            if not path.is_file():
+                raise SgfError(f"{path}: the embedded default checkpoint is missing from this install")
+            return path
         return default_checkpoint()
     except SgfError as exc:
         raise SgfError(f"{exc}, and engines/ holds no validated engine; pass --engine PATH") from None
@@ -94,14 +104,16 @@ def remove_stale_builds(cache: Path) -> list[Path]:
 
 
 def default_engine(cache: Path | None = None, checkpoint: Path | None = None, echo: Echo | None = None,
-                   rebuild: bool = False) -> tuple[Path, bool]:
-    """(engine path, built now?) of the default model for ONNX Runtime CPU FP32, building it once.
+                   rebuild: bool = False, task: str | None = None) -> tuple[Path, bool]:
+    """(engine path, built now?) of the default model (of ``task``; ``None``: the registry's
+    recon4x default) for ONNX Runtime CPU FP32, building it once.
 
-    First use exports the embedded checkpoint (this imports torch), requires the export self-check
-    to pass, builds the engine, and moves the finished folder into the cache in one rename, so an
+    First use builds the engine from the shipped, self-checked ONNX file (numpy + ONNX Runtime
+    only); a default without one is exported from its checkpoint (this imports torch) and must pass
+    the export self-check. The finished folder moves into the cache in one rename, so an
     interrupted build leaves nothing half-written behind. ``rebuild`` replaces a cached engine that
     no longer loads (another ONNX Runtime version)."""
-    checkpoint = checkpoint or default_checkpoint_path()
+    checkpoint = checkpoint or default_checkpoint_path(task or "recon4x")
     cache = cache or cache_dir()
     existing = cached_default_engine(checkpoint, cache)
     if existing is not None and not rebuild:
@@ -112,13 +124,18 @@ def default_engine(cache: Path | None = None, checkpoint: Path | None = None, ec
             return existing, False
         remove_stale_builds(cache)
         entry = _entry(checkpoint, cache)
+        shipped = model_by_checkpoint(sha256_file(checkpoint), checkpoint.parent)
         if echo:
-            echo(f"first use: exporting and building the embedded default model for ONNX Runtime CPU into {entry} "
+            how = "building" if _has_shipped_onnx(shipped) else "exporting and building"
+            echo(f"first use: {how} the embedded default model for ONNX Runtime CPU into {entry} "
                  "(once; later runs reuse it)")
         work = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{os.getpid()}-", dir=cache))
         try:
             os.chmod(work, umask_mode(0o777))  # mkdtemp makes 0700: the cache is shared
-            _build_into(work, checkpoint, echo)
+            if _has_shipped_onnx(shipped):
+                _build_from_shipped(work, shipped, echo)  # type: ignore[arg-type]
+            else:
+                _build_into(work, checkpoint, echo)
             _replace_entry(work, entry)
         finally:
             if work.exists():
@@ -159,6 +176,81 @@ def _build_into(work: Path, checkpoint: Path, echo: Echo | None) -> None:
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "build_seconds": round(time.perf_counter() - start, 3),
     })
+
+
+def _has_shipped_onnx(model: ShippedModel | None) -> bool:
+    return bool(model is not None and model.onnx_path is not None and model.onnx_path.is_file()
+                and model.selfcheck.get("passed") is True)
+
+
+def _build_from_shipped(work: Path, model: ShippedModel, echo: Echo | None) -> None:
+    """Build the cached engine from the shipped ONNX file with ONNX Runtime alone (no torch, no
+    onnx): its SHA-256 must match the registry, its packaging self-check must have passed."""
+    from ..engines.identity import Profile, device_token, engine_filename
+    from ..engines.manifest import FORMAT_VERSION, ModelInfo
+    from ..engines.onnxruntime.builder import build as ort_build
+    from ..engines.onnxruntime.builder import ort_device
+
+    start = time.perf_counter()
+    onnx_path = model.onnx_path
+    assert onnx_path is not None
+    actual = sha256_file(onnx_path)
+    if actual != model.onnx_sha256:
+        raise ValidationFailed(f"{onnx_path}: sha256 {actual[:16]}... does not match the registry's "
+                               f"{str(model.onnx_sha256)[:16]}...: the shipped default was modified; reinstall sgf-deploy")
+    meta = _ort_metadata(onnx_path)
+    if meta.get("sgf.checkpoint_sha256") != model.checkpoint_sha256:
+        raise ValidationFailed(f"{onnx_path}: exported from checkpoint {str(meta.get('sgf.checkpoint_sha256'))[:12]}..., "
+                               f"the registry names {model.checkpoint_sha256[:12]}...; reinstall sgf-deploy")
+    import onnxruntime
+
+    version = str(onnxruntime.__version__)
+    device = ort_device()
+    profile = Profile(None, None, None, "dynamic ONNX input (ONNX Runtime accepts any N, H, W)")
+    name = engine_filename(onnx_path.stem, "onnxruntime", version, "fp32", device_token("onnxruntime", device), profile)
+    engine = work / name
+    info = ort_build(onnx_path, engine, device=device)
+    manifest = EngineManifest(
+        engine_file=name, engine_sha256=sha256_file(engine), onnx_sha256=actual, onnx_path=str(onnx_path),
+        checkpoint_sha256=model.checkpoint_sha256, backend="onnxruntime", backend_version=version,
+        precision="fp32", device=device, profile=profile,
+        build_options={"backend": "onnxruntime", "precision": "fp32", "source": "shipped default ONNX", **info},
+        precision_conversion={"kind": "none (FP32 as exported)"},
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), toolkit_version=__version__,
+        model=ModelInfo.from_dict({
+            "preset": meta.get("sgf.preset"), "task": meta.get("sgf.task"), "pair": meta.get("sgf.pair"),
+            "config": meta.get("sgf.config"), "size_multiple": meta.get("sgf.size_multiple"),
+            "normalization": meta.get("sgf.normalization"), "opset": meta.get("sgf.opset"),
+            "dynamic": meta.get("sgf.dynamic"), "shipped_default": model.name,
+            "tasks": list(model.tasks), "contrasts": model.contrasts,
+        }),
+        build_parity={"status": "not run: export self-check at packaging", "selfcheck": model.selfcheck},
+        format_version=FORMAT_VERSION,
+    )
+    manifest.save(engine)
+    write_json_atomic(work / CACHE_MARKER, {
+        "engine": name, "engine_sha256": manifest.engine_sha256, "checkpoint": str(model.checkpoint_path),
+        "checkpoint_sha256": model.checkpoint_sha256, "onnx_sha256": actual, "shipped_default": model.name,
+        "selfcheck_passed": True, "selfcheck": model.selfcheck, "backend": "onnxruntime", "precision": "fp32",
+        "toolkit_version": __version__, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": round(time.perf_counter() - start, 3),
+    })
+    if echo:
+        echo(f"built {name} from the shipped {onnx_path.name} (self-checked at packaging: "
+             f"PSNR {model.selfcheck.get('psnr_db', float('nan')):.1f} dB vs PyTorch)")
+
+
+def _ort_metadata(onnx_path: Path) -> dict:
+    """The file's ``sgf.*`` metadata read with ONNX Runtime (no onnx package needed)."""
+    import onnxruntime as ort
+
+    from ..export.metadata import decode_metadata
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    return decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
 
 
 def _replace_entry(work: Path, entry: Path) -> None:

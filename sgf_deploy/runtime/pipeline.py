@@ -44,6 +44,10 @@ class RunSettings:
     threads: int | None = None
     allow_unvalidated: bool = False
     engines_dir: str | os.PathLike = D.ENGINES_DIR
+    register: str = D.REGISTER  # "auto" | "rigid" | "off" (sgf_deploy.geometry.pair)
+    strict: bool = False  # warnings that put the image in doubt refuse the run instead
+    server: str | None = None  # HOST:PORT of a Triton server serving the model (sgf_deploy.serving); None: local engine
+    task: str | None = None  # recon4x|recon8x|sr2x|sr4x: picks the embedded default (None: a k-space mask's, else recon4x)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Reconstruction:
     selection: Selection
     timings: Timings
     notices: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # e.g. {"registration": "<one line>"}
+    fidelity: Any = None  # runtime.fidelity.Fidelity: the contrast-fidelity guard's verdict
 
 
 @dataclass
@@ -67,6 +73,8 @@ class RunResult:
     total_seconds: float
     metrics: dict | None = None  # {"reconstruction": {psnr, ssim}, "zero_filled": {psnr, ssim}}
     notices: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # Reconstruction.provenance (registration, resampling)
+    fidelity: Any = None  # Reconstruction.fidelity
 
 
 @dataclass
@@ -112,15 +120,13 @@ def read_inputs(reference: str | os.PathLike, target: str | os.PathLike, gt: str
     return Inputs(ref_vol, tar_vol, gt_vol)
 
 
-def pair_inputs(reference: Any, target: Any) -> tuple[np.ndarray, list[str]]:
-    """The reference's pixels on the target's grid, and notes on what was done to get there.
+def pair_inputs(reference: Any, target: Any, settings: RunSettings | None = None) -> Any:
+    """The reference's pixels on the target's grid, with notes, warnings and provenance
+    (:class:`sgf_deploy.geometry.PairedInputs`): resampled from the files' geometry and registered
+    per ``settings.register`` (:func:`sgf_deploy.geometry.pair_inputs`), or refused with one line."""
+    from ..geometry import pair_inputs as pair
 
-    Today: the two volumes must already share one grid (:func:`sgf_deploy.data.readers.check_same_grid`
-    refuses anything else with one line); the reference is used as it is."""
-    from ..data.readers import check_same_grid
-
-    check_same_grid(reference, target)
-    return reference.data, []
+    return pair(reference, target, settings or RunSettings())
 
 
 def score(ground_truth: np.ndarray, target: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]]:
@@ -142,12 +148,17 @@ def reconstruct_volumes(reference: Any, target: Any, settings: RunSettings | Non
     warn = warn or (lambda msg: None)
     timings = Timings()
     with timings.stage("pair"):
-        ref_pixels, notes = pair_inputs(reference, target)
+        paired = pair_inputs(reference, target, settings)
+    ref_pixels, notes = paired.reference_pixels, list(paired.notes)
     for msg in notes:
         notice(msg)
+    for msg in paired.warnings:
+        warn(msg)
+    from .fidelity import guard, resolve_task
+
+    task, kspace_mask = resolve_task(settings.task, target, notice)
     selecting = time.perf_counter()
-    selection = select_engine(settings.engine, engines_dir=settings.engines_dir, batch=settings.batch,
-                              threads=settings.threads, allow_unvalidated=settings.allow_unvalidated, echo=notice)
+    selection = choose_engine(settings, notice, task)
     rec = selection.reconstructor
     if selection.built_default:  # first use of the embedded default: export + build, once
         timings.add("build", time.perf_counter() - selecting - rec.load_seconds)
@@ -162,7 +173,10 @@ def reconstruct_volumes(reference: Any, target: Any, settings: RunSettings | Non
     timings.update(rec.timings)
     if not np.isfinite(image).all():  # never hand on NaN (Reconstructor checks too)
         raise InputError(f"{target.source}: the reconstruction is not finite; nothing was written")
-    return Reconstruction(image, selection, timings, notes + list(rec.notices))
+    with timings.stage("fidelity"):
+        fidelity = guard(image, target.data, rec, task, kspace_mask, settings.strict, warn, notice)
+    return Reconstruction(image, selection, timings, notes + paired.warnings + list(rec.notices),
+                          provenance=dict(paired.provenance), fidelity=fidelity)
 
 
 def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings: RunSettings | None = None, *,
@@ -188,12 +202,58 @@ def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings:
         with timings.stage("metrics"):
             metrics = score(inputs.ground_truth.data, inputs.target.data, result.image)
     with timings.stage("write"):
-        written = write_volume(out_path, result.image, like=inputs.target, overwrite=settings.overwrite)
+        written = write_volume(out_path, result.image, like=inputs.target, overwrite=settings.overwrite,
+                               description=derivation_description(result), reference=inputs.reference,
+                               result_key=result_key(result))
     return RunResult(
         output=Path(written) if written is not None else out_path, selection=result.selection,
         slices=int(inputs.target.shape[0]), shape=inputs.target.shape, fmt=inputs.target.fmt, timings=timings,
         total_seconds=time.perf_counter() - start, metrics=metrics, notices=inputs.notices + result.notices,
+        provenance=dict(result.provenance), fidelity=result.fidelity,
     )
+
+
+def derivation_description(result: Reconstruction) -> str:
+    """One line for the output's provenance (DICOM DerivationDescription, NIfTI descrip, HDF5
+    attribute): the engine (file, sha256, precision, validation verdict) and the registration
+    applied."""
+    from .. import __version__
+
+    rec = result.selection.reconstructor
+    manifest = rec.manifest
+    sha = str(getattr(manifest, "engine_sha256", "") or "")
+    verdict = getattr(manifest, "verdict", None) or rec.trust.label
+    parts = [f"SGF-MRI reconstruction by sgf-deploy {__version__}",
+             f"engine {rec.engine_path.name} sha256 {sha} ({rec.backend} {rec.precision.upper()}, validation: {verdict})"]
+    provenance = getattr(result, "provenance", None) or {}
+    parts.append(f"registration: {provenance.get('registration') or 'none (reference on the target grid)'}")
+    parts += [f"{key}: {value}" for key, value in provenance.items() if key != "registration"]
+    return "; ".join(parts)
+
+
+def result_key(result: Reconstruction) -> str:
+    """What makes a result this result beyond its inputs: the engine's sha256 (the DICOM writer
+    derives the output UIDs from the input UIDs and this, so a re-sent result replaces itself)."""
+    rec = result.selection.reconstructor
+    return f"engine sha256 {getattr(rec.manifest, 'engine_sha256', '') or rec.engine_path.name}"
+
+
+def choose_engine(settings: RunSettings, notice: Echo, task: str | None = None) -> Selection:
+    """The local engine :func:`select_engine` picks, or with ``settings.server`` the model served
+    there (:func:`sgf_deploy.serving.client.connect`: same trust rule, same face as a
+    Reconstructor; unreachable servers, timeouts and server errors are one line)."""
+    if settings.server:
+        from ..serving.client import connect
+
+        if settings.engine not in (None, "auto"):
+            raise InputError(f"--engine {settings.engine} and --server {settings.server}: the server's model runs, "
+                             "not a local engine; give one of them")
+
+        return Selection(connect(settings.server, batch=settings.batch,  # type: ignore[arg-type]
+                                 allow_unvalidated=settings.allow_unvalidated), "server")
+    return select_engine(settings.engine, engines_dir=settings.engines_dir, batch=settings.batch,
+                         threads=settings.threads, allow_unvalidated=settings.allow_unvalidated, echo=notice,
+                         task=task)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -31,6 +31,10 @@ class ShapeNotSupportedError(SgfError):
     """The input's (padded) shape lies outside the engine's optimisation profile."""
 
 
+class OutOfMemoryError(SgfError):
+    """The backend could not allocate the memory a batch needs; nothing is written."""
+
+
 class Reconstructor:
     """Reconstruct a target contrast guided by a reference contrast with a built engine.
 
@@ -49,7 +53,11 @@ class Reconstructor:
         self.trust = trust
         self.profile = manifest.profile
         self.size_multiple = contract.size_multiple(manifest)
-        self.batch = self.profile.choose_batch(batch, D.RUN_BATCH)
+        self.requested_batch = batch  # None: chosen per call from the measured memory (runtime.memory)
+        self.max_batch = self.profile.choose_batch(batch, D.RUN_BATCH)
+        self.batch = self.max_batch  # the batch of the last call
+        self.batch_reason = ""
+        self.threads: int | None = None
         self.load_seconds = load_seconds
         self.timings = Timings(load=load_seconds)
         self.notices: list[str] = []
@@ -75,7 +83,9 @@ class Reconstructor:
                 "or pass --allow-unvalidated to run it anyway"
             )
         runner = load_engine(path, threads=threads)
-        return cls(runner, path, runner.manifest, batch=batch, trust=trust, load_seconds=time.perf_counter() - start)
+        rec = cls(runner, path, runner.manifest, batch=batch, trust=trust, load_seconds=time.perf_counter() - start)
+        rec.threads = threads
+        return rec
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -106,17 +116,25 @@ class Reconstructor:
             if problem:
                 raise ShapeNotSupportedError(f"{self.engine_path}: {problem}")
         out = np.empty((n, h, w), dtype=np.float32)
-        static = self.profile.static_batch
-        for start in range(0, n, self.batch):
-            stop = min(start + self.batch, n)
-            with timings.stage("preprocess"):
-                prepared = contract.prepare(ref[start:stop], tar[start:stop], self.size_multiple, static)
-            with timings.stage("inference"):
-                pred = np.asarray(self.runner.infer(prepared.reference, prepared.target))
-            with timings.stage("postprocess"):
-                if pred.shape[0] < stop - start or pred.shape[-2:] != shape:
-                    raise SgfError(f"{self.engine_path}: engine returned shape {pred.shape} for input {prepared.reference.shape}")
-                out[start:stop] = contract.restore(pred, prepared)
+        start = 0
+        batch, measure_first = self._plan_batch(n, shape)
+        if measure_first:  # the first slice alone, measured: it decides the batch of the rest
+            from . import memory
+
+            with memory.PeakProbe() as probe:
+                self._run_chunk(ref, tar, 0, 1, shape, out, timings)
+            start = 1
+            if probe.growth is not None:
+                per_slice = max(probe.growth, 4096)  # a page: nothing measurable at this size
+                failed = memory.record(self.engine_path, self.manifest, shape, per_slice, self.threads)
+                batch, self.batch_reason = memory.choose(per_slice, memory.available_bytes(), self.max_batch)
+                if failed:
+                    self.batch_reason += f" (not recorded in the manifest: {failed})"
+        for first in range(start, n, batch):
+            self._run_chunk(ref, tar, first, min(first + batch, n), shape, out, timings)
+        self.batch = batch
+        if self.batch_reason and n > 1:
+            self.notices.append(f"{self.batch_reason}; slices of {shape[0]}x{shape[1]} after padding")
         with timings.stage("postprocess"):
             bad = out.size - int(np.count_nonzero(np.isfinite(out)))
             if bad:
@@ -125,3 +143,45 @@ class Reconstructor:
                     "the output was discarded (an FP16/INT8 overflow? try the FP32 engine)"
                 )
         return out[0] if np.ndim(target) == 2 else out
+
+    # -- batching -------------------------------------------------------------------------------
+    def _plan_batch(self, n: int, shape: tuple[int, int]) -> tuple[int, bool]:
+        """(batch, whether to measure the first slice alone first). A static batch, an explicit
+        ``batch`` and GPU engines keep their batch; a CPU engine's batch comes from its memory per
+        slice (recorded in the manifest, else measured now) and the memory available."""
+        from . import memory
+
+        self.batch_reason = ""
+        if self.profile.static_batch or self.requested_batch is not None:
+            return self.max_batch, False
+        if self.manifest.is_gpu:
+            self.batch_reason = f"batch {self.max_batch} (GPU engine: device memory is not measured here)"
+            return self.max_batch, False
+        per_slice = memory.recorded(self.manifest, shape)
+        if per_slice is None:
+            return self.max_batch, n > 1 and self.max_batch > 1
+        batch, self.batch_reason = memory.choose(per_slice, memory.available_bytes(), self.max_batch)
+        return batch, False
+
+    def _run_chunk(self, ref: np.ndarray, tar: np.ndarray, start: int, stop: int, shape: tuple[int, int],
+                   out: np.ndarray, timings: Timings) -> None:
+        """Slices ``start:stop`` through the engine into ``out``; an allocation failure becomes one line."""
+        from .memory import is_allocation_failure
+
+        with timings.stage("preprocess"):
+            prepared = contract.prepare(ref[start:stop], tar[start:stop], self.size_multiple, self.profile.static_batch)
+        try:
+            with timings.stage("inference"):
+                pred = np.asarray(self.runner.infer(prepared.reference, prepared.target))
+        except Exception as exc:
+            if not is_allocation_failure(exc):
+                raise
+            size = prepared.reference.shape[0]
+            hint = ("pass --batch 1" if size > 1 else
+                    "even one slice does not fit: free memory, or use the lite preset / a smaller image")
+            raise OutOfMemoryError(f"{self.engine_path}: out of memory running {size} slice(s) of {shape[0]}x{shape[1]} "
+                                   f"at once ({type(exc).__name__}); {hint}") from None
+        with timings.stage("postprocess"):
+            if pred.shape[0] < stop - start or pred.shape[-2:] != shape:
+                raise SgfError(f"{self.engine_path}: engine returned shape {pred.shape} for input {prepared.reference.shape}")
+            out[start:stop] = contract.restore(pred, prepared)

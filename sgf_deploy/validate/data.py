@@ -84,16 +84,19 @@ def load_sim(pair: str, task: str, n: int = D.VALIDATE_SIM_N, seed: int = 0) -> 
 
 
 def load_dir(directory: str | Path, n: int | None = None, *, task: str | None = None, seed: int = 0,
-             ref_tag: str | None = None, tar_tag: str | None = None) -> ValidationData:
-    """Every pair of ``directory`` (:func:`sgf_deploy.data.pairs.find_pairs`, sorted by subject);
-    at most ``n`` slices in all when given."""
-    from ..data.pairs import find_pairs, load_pair
+             ref_tag: str | None = None, tar_tag: str | None = None, split: Any = None) -> ValidationData:
+    """The test pairs of ``directory`` (:func:`sgf_deploy.data.splits.pairs_for`: every pair, or
+    under a model's recorded ``split`` only subjects it was neither trained nor validated on),
+    sorted by subject; at most ``n`` slices in all when given."""
+    from ..data.pairs import load_pair
+    from ..data.splits import pairs_for
 
     if n is not None and n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
     cases: list[Case] = []
     total = 0
-    for files in find_pairs(directory, ref_tag, tar_tag):
+    pairs, how = pairs_for(directory, "test", split, seed=seed, ref_tag=ref_tag, tar_tag=tar_tag)
+    for files in pairs:
         pair = load_pair(files, task, seed, None if n is None else n - total)
         if pair.ground_truth is None:
             raise InputError(f"{files.target}: pair '{files.name}' has no ground_truth image; validation scores "
@@ -112,23 +115,42 @@ def load_dir(directory: str | Path, n: int | None = None, *, task: str | None = 
             break
     desc = {
         "source": "dir",
-        "what": f"user pairs in {Path(directory)}",
+        "what": f"user pairs in {Path(directory)} (test subjects: {', '.join(sorted({c.sources['subject'] for c in cases}))})",
         "directory": str(Path(directory)),
         "task": task,
         "n_slices": total,
         "n_volumes": len(cases),
         "cases": [{"name": c.name, "slices": c.n, "shape": list(c.shape), **c.sources} for c in cases],
+        "selection": how,
+        "subjects": sorted({c.sources["subject"] for c in cases}),
         "volume_convention": "each pair is one volume (PSNR data range = its ground-truth maximum)",
         "limit_n": n,
     }
     return ValidationData(cases, desc)
 
 
-def load_data(data: str, *, pair: str | None, task: str | None, n: int | None, seed: int = 0) -> ValidationData:
-    """``data`` = ``"sim"`` (needs the engine's pair/task) or a folder."""
-    if str(data).lower() == "sim":
-        if not pair or not task:
-            raise InputError("--data sim needs the engine's contrast pair and task, but its manifest records no 'model' "
-                             "pair/task; pass --data DIR")
-        return load_sim(pair, task, D.VALIDATE_SIM_N if n is None else n, seed)
-    return load_dir(data, n, task=task, seed=seed)
+def load_data(data: str, *, pair: str | None, task: str | None, n: int | None, seed: int = 0,
+              checkpoint: str | Path | None = None, checkpoint_sha256: str | None = None) -> ValidationData:
+    """``data`` = ``"sim"`` (needs the engine's pair/task), a folder, or ``"auto"``.
+
+    With the ``checkpoint`` the engine was built from: a model trained on a folder
+    (``<checkpoint>.split.json``) is validated on that folder's test subjects for ``"auto"``, and for
+    ``"sim"`` when the simulator has no such pair; a folder given explicitly is validated on its
+    pairs minus every subject the model was trained or validated on."""
+    from ..data.simulator import PAIRS
+    from ..data.splits import recorded_split
+
+    split = recorded_split(checkpoint, checkpoint_sha256)
+    if split is not None and (str(data).lower() == "auto" or (str(data).lower() == "sim" and pair not in PAIRS)):
+        if not Path(split.folder).is_dir():
+            raise InputError(f"{checkpoint}: was trained on {split.folder}, which is gone; pass --data DIR "
+                             "(its test subjects are used)")
+        data = split.folder
+    elif str(data).lower() == "auto":
+        data = "sim"
+    if str(data).lower() != "sim":
+        return load_dir(data, n, task=task, seed=seed, split=split)
+    if not pair or not task:
+        raise InputError("--data sim needs the engine's contrast pair and task, but its manifest records no 'model' "
+                         "pair/task; pass --data DIR")
+    return load_sim(pair, task, D.VALIDATE_SIM_N if n is None else n, seed)

@@ -316,7 +316,8 @@ def validate_engine(engine: str | os.PathLike, settings: ValidateSettings | None
     echo = echo or (lambda msg: None)
     settings = (settings or ValidateSettings()).replace(**options)
     subject = load_subject(engine, settings)
-    vdata = load_data(settings.data, pair=subject.pair, task=subject.task, n=settings.n, seed=settings.seed)
+    vdata = load_data(settings.data, pair=subject.pair, task=subject.task, n=settings.n, seed=settings.seed,
+                      checkpoint=subject.ckpt[0], checkpoint_sha256=subject.ckpt[1])
     echo(f"{subject.engine.name}: {vdata.n_slices} slice(s) of {vdata.description['what']}")
     model, ckpt_meta = load_checkpoint(subject.ckpt[0])
     if settings.threads:

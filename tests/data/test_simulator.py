@@ -18,7 +18,9 @@ def _arrays(ex):
 
 
 def test_constants():
-    assert sim.PAIRS == {"t1-t2": ("T1w", "T2w"), "t1-flair": ("T1w", "FLAIR"), "pd-t2": ("PD", "T2w")}
+    assert sim.PAIRS == {"t1-t2": ("T1w", "T2w"), "t1-flair": ("T1w", "FLAIR"), "pd-t2": ("PD", "T2w"),
+                         "t1-pd": ("T1w", "PD"), "t2-flair": ("T2w", "FLAIR")}
+    assert sim.PAIR_CHOICES == tuple(sim.PAIRS) + ("random",)
     assert sim.TISSUES["csf"] == (1.0, 2569.0, 329.0) and sim.TISSUES["muscle"] == (1.0, 900.0, 47.0)
     assert sim.SPLITS == ("train", "val", "test")
 
@@ -125,7 +127,9 @@ def test_not_cartoon_flat(volumes):
 
 def test_simulate(volumes):
     d = sim.simulate("pd-t2", "recon4x", "val", 3, seed=7)
-    assert set(d) == {"reference", "target", "ground_truth", "subject", "slice_index"}
+    assert set(d) == {"reference", "target", "ground_truth", "subject", "slice_index", "mask"}
+    assert d["mask"].shape == (3, sim.SHAPE[1]) and d["mask"].dtype == bool
+    assert "mask" not in sim.simulate("pd-t2", "sr2x", "val", 1, seed=7)
     for k in ("reference", "target", "ground_truth"):
         assert d[k].shape == (3,) + sim.SHAPE and d[k].dtype == np.float32
     assert set(d["subject"]) <= set(sim.split_subjects("val"))

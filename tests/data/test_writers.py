@@ -365,6 +365,9 @@ def test_dicom_atomic_and_overwrite(tmp_path, monkeypatch):
     with pytest.raises(OutputExistsError, match="already exists"):
         write_volume(out, like.data, like)
     write_volume(out, like.data * 2, like, overwrite=True)
+    # UIDs follow from the input UIDs and the derivation: the same result re-written replaces itself
+    assert pydicom.dcmread(out / "IM00001.dcm").SeriesInstanceUID == first_uid
+    write_volume(out, like.data * 2, like, overwrite=True, description="another engine")
     assert pydicom.dcmread(out / "IM00001.dcm").SeriesInstanceUID != first_uid
     assert sorted(p.name for p in tmp_path.iterdir()) == ["T2", "out"]  # old series cleaned up
     (out / "notes.txt").write_text("mine")

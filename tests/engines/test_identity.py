@@ -66,7 +66,9 @@ def test_resolve_backend():
     assert resolve_backend("auto") == expected
     assert resolve_backend("ort") == "onnxruntime"
     with pytest.raises(InputError, match="unknown backend"):
-        resolve_backend("openvino")
+        resolve_backend("tvm")
+    if importlib.util.find_spec("openvino"):  # issue 18: OpenVINO is a backend ("ov" for short)
+        assert resolve_backend("ov") == resolve_backend("openvino") == "openvino"
 
 
 def test_engines_and_calibration_never_import_torch(tmp_path):

@@ -108,7 +108,10 @@ def test_auto_refuses_to_guess_between_models(tmp_path, fake_backend):
 
 
 def test_auto_without_candidates_and_without_default_checkpoint(tmp_path, fake_backend, monkeypatch):
+    from sgf_deploy.model import registry
+
     monkeypatch.setattr(locate, "DEFAULT_CHECKPOINT", tmp_path / "missing.pt")
+    monkeypatch.setattr(registry, "DEFAULTS_DIR", tmp_path / "no-defaults")  # no shipped defaults either
     _fake_engines(tmp_path, {"u.onnx": _manifest(verdict=None)})
     with pytest.raises(SgfError, match="no validated engine; pass --engine PATH"):
         select.select_engine(None, engines_dir=tmp_path / "engines")
@@ -124,7 +127,7 @@ def test_stale_cached_default_is_rebuilt(tmp_path, monkeypatch, ort_engine, vali
     manifest_file.write_text(json.dumps(manifest))
     calls = []
 
-    def fake_default_engine(echo=None, rebuild=False):
+    def fake_default_engine(echo=None, rebuild=False, task=None):
         calls.append(rebuild)
         return (validated_engine, True) if rebuild else (stale, False)
 
@@ -167,14 +170,33 @@ def test_auto_uses_validated_engine_in_workspace(tmp_path, monkeypatch, ort_engi
     assert not (tmp_path / ".cache").exists()
 
 
+def _registry_of(checkpoint: Path, folder: Path) -> Path:
+    """A registry of shipped defaults in ``folder`` naming ``checkpoint`` (no ONNX file) for recon4x."""
+    import shutil
+
+    from sgf_deploy.artifacts import sha256_file
+    from sgf_deploy.model.registry import write_registry
+
+    folder.mkdir()
+    shutil.copyfile(checkpoint, folder / checkpoint.name)
+    write_registry({"tasks": {"recon4x": "test"}, "models": {"test": {
+        "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint), "tasks": ["recon4x"],
+        "contrasts": "untrained test network"}}}, folder)
+    return folder
+
+
 def test_default_engine_first_use_then_cached_without_torch(tmp_path, monkeypatch, lite):
     """No validated engine in engines/: the embedded default (here: the untrained test
     checkpoint standing in for it) is exported + built once, cached by checkpoint SHA-256, and a
     later run in a fresh process loads it without importing torch."""
+    from sgf_deploy.model import registry
+
     cache = tmp_path / "cache"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SGF_DEPLOY_CACHE", str(cache))
     monkeypatch.setattr(locate, "DEFAULT_CHECKPOINT", lite[0])
+    defaults = _registry_of(lite[0], tmp_path / "defaults")  # a default without a shipped ONNX file
+    monkeypatch.setattr(registry, "DEFAULTS_DIR", defaults)
     ref, tar, gt = phantom_pair(1, 40, 48)
     np.save("ref.npy", ref[0])
     np.save("tar.npy", tar[0])
@@ -197,7 +219,9 @@ def test_default_engine_first_use_then_cached_without_torch(tmp_path, monkeypatc
         import sys
         from pathlib import Path
         import sgf_deploy.model.locate as locate
+        import sgf_deploy.model.registry as registry
         locate.DEFAULT_CHECKPOINT = Path({str(lite[0])!r})
+        registry.DEFAULTS_DIR = Path({str(defaults)!r})
         from sgf_deploy.cli import main
         rc = main(["run", "--ref", "ref.npy", "--target", "tar.npy", "--out", "second.npy"])
         bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))

@@ -11,7 +11,7 @@ from .. import machine as M
 from ..settings import BackendsBenchSettings
 
 #: The short names of the backends in the record (``ort-fp32``, ``trt-int8``, ...).
-SHORT_NAMES = {"onnxruntime": "ort", "tensorrt": "trt", "tensorrt-rtx": "rtx"}
+SHORT_NAMES = {"onnxruntime": "ort", "openvino": "ov", "tensorrt": "trt", "tensorrt-rtx": "rtx"}
 PRECISION_DETAIL = ("activations", "weights", "calibration_method", "float_patterns", "format", "quant_format",
                     "per_channel", "kind", "keep_fp32")
 
@@ -83,6 +83,11 @@ def detect_backends() -> dict[str, Any]:
     det["onnxruntime-cuda"] = {"runnable": bool(cuda_ep and found_gpus),
                                "reason": None if cuda_ep and found_gpus else
                                ("no NVIDIA GPU" if not found_gpus else "onnxruntime-gpu (CUDAExecutionProvider) not installed")}
+    import importlib.util
+
+    ov_installed = importlib.util.find_spec("openvino") is not None
+    det["openvino"] = {"installed": ov_installed, "runnable": ov_installed,
+                       "reason": None if ov_installed else "not installed (pip install 'sgf-deploy[openvino]')"}
     for name in ("tensorrt", "tensorrt-rtx"):
         installed = trt_available(name)
         det[name] = {"installed": installed, "runnable": bool(installed and found_gpus),
@@ -149,10 +154,13 @@ def build_all(ckpt: Path, workdir: Path, detected: dict[str, Any], echo: Callabl
     backends = []
     if detected["onnxruntime-cpu"]["runnable"] or detected["onnxruntime-cuda"]["runnable"]:
         backends.append("onnxruntime")
-    backends += [b for b in ("tensorrt", "tensorrt-rtx") if detected[b]["runnable"]]
+    backends += [b for b in ("openvino", "tensorrt", "tensorrt-rtx") if detected.get(b, {}).get("runnable")]
     engines = []
     for backend in backends:
         for precision in precisions:
+            if backend == "openvino" and precision == "fp16" and _ov_fp16_problem():
+                echo(f"[bench] openvino fp16 not built: {_ov_fp16_problem()}")
+                continue
             found = _find_engine(workdir / "engines", onnx_sha, backend, precision)
             if found is None:
                 echo(f"[bench] building {backend} {precision}")
@@ -164,6 +172,12 @@ def build_all(ckpt: Path, workdir: Path, detected: dict[str, Any], echo: Callabl
     return engines
 
 
+def _ov_fp16_problem() -> str | None:
+    from ...engines.openvino.builder import fp16_problem, ov_device
+
+    return fp16_problem(ov_device())
+
+
 def engine_spec(path: Path) -> dict[str, Any]:
     """A worker spec for an engine file, from its manifest (keys starting ``_`` stay out of the record)."""
     from ...engines import read_manifest
@@ -172,7 +186,7 @@ def engine_spec(path: Path) -> dict[str, Any]:
     man = read_manifest(path)
     device = man.get("device") or {}
     backend = man.get("backend")
-    where = "cuda" if device.get("kind") == "cuda" else ("gpu" if backend != "onnxruntime" else "cpu")
+    where = "cuda" if device.get("kind") == "cuda" else ("gpu" if backend not in ("onnxruntime", "openvino") else "cpu")
     conv = man.get("precision_conversion") or {}
     return {
         "name": f"{SHORT_NAMES.get(backend, backend)}{'-cuda' if where == 'cuda' else ''}-{man.get('precision')}",
@@ -217,6 +231,10 @@ def backend_specs(settings: BackendsBenchSettings, workdir: Path, detected: dict
     specs: list[dict[str, Any]] = [{"name": "pytorch-fp32", "kind": "torch", "ckpt": str(ckpt_path), "precision": "fp32",
                                     "backend": "pytorch-eager", "device": {"kind": "cpu"}}]
     names = {"pytorch-fp32"}
+    if settings.torch_compile or (settings.torch_compile is None and settings.all_backends):
+        specs.append({"name": "torch-compile-fp32", "kind": "torch", "compile": True, "ckpt": str(ckpt_path),
+                      "precision": "fp32", "backend": "torch.compile (inductor)", "device": {"kind": "cpu"}})
+        names.add("torch-compile-fp32")
     for p in dict.fromkeys(engine_paths):
         spec = engine_spec(p)
         if spec["checkpoint_sha256"] and spec["checkpoint_sha256"] != ckpt_info["sha256"]:

@@ -29,10 +29,12 @@ def load_backend(spec: dict[str, Any]) -> tuple[Infer, Any]:
         from ...model import load_checkpoint
 
         model, _ = load_checkpoint(spec["ckpt"])
+        # torch.compile (inductor): compiled on the first call at each shape (the excluded warm-up).
+        forward = torch.compile(model.forward_core, dynamic=False) if spec.get("compile") else model.forward_core
 
         def infer(ref: np.ndarray, tar: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return model.forward_core(torch.from_numpy(ref), torch.from_numpy(tar)).numpy()
+                return forward(torch.from_numpy(ref), torch.from_numpy(tar)).numpy()
 
         return infer, model
     from ...engines import load_engine
@@ -84,6 +86,8 @@ def parity_outputs(infer: Infer, inputs: str, out: str) -> dict[str, Any]:
 
 def profile(spec: dict[str, Any], owner: Any, ref: np.ndarray, tar: np.ndarray, runs: int, workdir: str) -> dict[str, Any]:
     """Where the time goes, by op type: torch's profiler for PyTorch, ONNX Runtime's for its engines."""
+    if spec["kind"] == "torch" and spec.get("compile"):
+        return {"tool": None, "note": "not profiled: torch.compile's generated kernels (eager PyTorch is profiled)"}
     if spec["kind"] == "torch":
         return torch_profile(owner, ref, tar, runs)
     if spec.get("backend") == "onnxruntime":

@@ -32,6 +32,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     ]
     for res in record.get("results", {}).values():
         lines += _result_lines(record, res)
+    lines += roofline_lines(record.get("roofline"))
     lines += _parity_lines(record.get("parity") or {})
     lines += _bar_lines(record.get("bar", {}))
     for name, prof in (record.get("profiles") or {}).items():
@@ -55,6 +56,23 @@ def _result_lines(record: dict[str, Any], res: dict[str, Any]) -> list[str]:
             f"  {name:14s} {lat['p50']:8.1f} / {lat['p95']:8.1f}  {row['throughput_slices_per_s']:7.2f}  "
             f"x{row['ratio_vs_pytorch']:.2f} ({row['ratio_vs_pytorch_paired_median']:.2f}) [{row['ratio_vs_pytorch_cpu_time']:.2f}]  "
             f"{row['peak_rss_mb'] or float('nan'):7.0f}  {st.get('median', float('nan')):6.2f}")
+    return lines
+
+
+def roofline_lines(roof: dict[str, Any] | None) -> list[str]:
+    """GFLOP per slice, the measured peaks, and each backend's achieved GFLOP/s and fraction of peak."""
+    if not roof:
+        return []
+    pk = roof["peaks"]
+    int8 = pk.get("int8_gops")
+    lines = ["roofline: " + ", ".join(f"{s}x{s} {g:.2f} GFLOP/slice" for s, g in roof["gflop_per_slice"].items())
+             + f"; measured peak FP32 {pk['fp32_gflops']:.1f} GFLOP/s, INT8 "
+             + (f"{int8:.1f} GOP/s" if int8 else "n/a") + f" ({pk['threads']} threads; 8-bit dot product: "
+             + f"{pk['int8_dot_product']}; load {pk.get('loadavg')})"]
+    for key, rows in roof["fractions"].items():
+        lines.append(f"  {key}: " + ", ".join(f"{n} {r['gflops']:.1f} GFLOP/s = {r['fraction_of_peak'] * 100:.0f}% of "
+                                               f"the {r['peak'].upper()} peak" for n, r in rows.items()
+                                               if r.get("fraction_of_peak") is not None))
     return lines
 
 
@@ -83,6 +101,8 @@ def markdown(record: dict[str, Any]) -> str:
     out = _header_markdown(record)
     for res in record.get("results", {}).values():
         out += _result_table(record, res)
+    if record.get("roofline"):
+        out += _roofline_table(record["roofline"])
     if record.get("parity"):
         out += _parity_table(record["parity"])
     out += _bar_table(record.get("bar") or {})
@@ -127,13 +147,28 @@ def _result_table(record: dict[str, Any], res: dict[str, Any]) -> list[str]:
         out.append(f"| {name} | {lat['p50']:.1f} | {lat['p95']:.1f} | {row['throughput_slices_per_s']:.2f} | "
                    f"{row['ratio_vs_pytorch']:.2f} | {row['ratio_vs_pytorch_paired_median']:.2f} [{rng[0]:.2f}, {rng[1]:.2f}] | "
                    f"{row['ratio_vs_pytorch_cpu_time']:.2f} | "
-                   f"{row['peak_rss_mb']:.0f} | {st if st is None else format(st, '.2f')} |")
+                   f"{_fmt(row['peak_rss_mb'], '.0f')} | {_fmt(st)} |")
     out.append("")
     return out
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "n/a" if x is None else format(x, spec)
+
+
+def _roofline_table(roof: dict[str, Any]) -> list[str]:
+    pk = roof["peaks"]
+    out = [f"Roofline: measured peak FP32 {pk['fp32_gflops']:.1f} GFLOP/s, INT8 {_fmt(pk.get('int8_gops'), '.1f')} GOP/s "
+           f"({pk['method']}; {pk['threads']} threads; 8-bit dot product: {pk['int8_dot_product']}); work per slice: "
+           + ", ".join(f"{s}x{s} {g:.2f} GFLOP" for s, g in roof["gflop_per_slice"].items()) + ".", "",
+           "| size x batch | backend | achieved GFLOP/s (p50) | fraction of peak |", "|---|---|---:|---:|"]
+    for key, rows in roof["fractions"].items():
+        for name, r in rows.items():
+            frac = r.get("fraction_of_peak")
+            out.append(f"| {key} | {name} | {r['gflops']:.1f} | "
+                       f"{'n/a' if frac is None else format(frac * 100, '.0f') + '% of ' + r['peak'].upper()} |")
+    out.append("")
+    return out
 
 
 def _parity_table(parity: dict[str, Any]) -> list[str]:

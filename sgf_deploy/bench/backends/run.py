@@ -68,10 +68,22 @@ def run_backends(settings: BackendsBenchSettings | None = None, *,
     record["detected"] = detected
     record["backends"] = [public(s) for s in specs]
 
+    peaks = None
+    if settings.roofline or (settings.roofline is None and (settings.all_backends or not settings.engines)):
+        from ..roofline import measure_peaks
+
+        say("[bench] roofline: measuring this CPU's FP32 / INT8 GEMM peak")
+        peaks = measure_peaks()
     times, outputs, profiles = _measure_in_workers(specs, configs, input_files, parity, settings, say)
     probes = _probe_fresh_processes(specs, configs, input_files, settings, say) if settings.memory else {}
 
     record["results"] = analyse(specs, configs, times, probes, settings.stack)
+    if peaks is not None:
+        from ..roofline import fractions, gflop_per_slice
+
+        gflop = {s: gflop_per_slice(specs[0]["ckpt"], s) for s in settings.sizes}
+        record["roofline"] = {"gflop_per_slice": gflop, "peaks": peaks,
+                              "fractions": fractions(record["results"], specs, gflop, peaks)}
     record["parity"] = parity_figures(parity, outputs, specs) if "pytorch-fp32" in outputs else {}
     record["parity_set"] = parity.record()
     record["profiles"] = profiles

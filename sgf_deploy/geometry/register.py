@@ -1,0 +1,209 @@
+"""Rigid in-plane registration of the reference to the target, slice by slice (SimpleITK).
+
+The two images are different contrasts, so the metric is Mattes mutual information; the
+transform is a 2-D rigid one (``Euler2DTransform``: a rotation about the slice centre and a
+shift) in millimetres, optimised by regular-step gradient descent over a pyramid (shrink 4, 2, 1;
+random samples), which captures shifts of 20 px and rotations of 10 degrees, then refined at full
+resolution on every pixel (the network loses ~4 dB at a 0.7 px misalignment, so the last tenth
+of a pixel matters). Both images are the target's slice
+grid: the fixed image is the target slice, the moving image the reference already resampled onto
+it from the files' geometry, so the estimate is the motion left after geometry.
+
+:class:`SliceEstimate` keeps what a user needs to judge the result: the shift and angle, the
+metric before and after, whether the optimiser converged (stopped on its step tolerance rather
+than its iteration limit), and the seconds it took. Slices with nothing to register (constant,
+all zero) are skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import defaults as D
+from .resample import sitk_module
+
+
+@dataclass(frozen=True)
+class SliceEstimate:
+    """The rigid motion of one reference slice relative to the target slice.
+
+    ``shift_px`` is the displacement (columns, rows) of the slice centre in target pixels and
+    ``angle_deg`` the rotation about it (counter-clockwise in index space): the reference content
+    at a target pixel p lies at ``R (p - centre) + centre + shift`` in the reference."""
+
+    shift_px: tuple[float, float] = (0.0, 0.0)
+    angle_deg: float = 0.0
+    metric_before: float = float("nan")  # Mattes MI (negative: lower is better) at identity
+    metric_after: float = float("nan")
+    iterations: int = 0
+    converged: bool = True
+    seconds: float = 0.0
+    skipped: str | None = None  # why this slice was not registered
+    spacing: tuple[float, float] = (1.0, 1.0)  # (row, col) mm of the grid the estimate refers to
+    center_px: tuple[float, float] = (0.0, 0.0)  # (col, row) index of the rotation centre
+
+    @property
+    def shift(self) -> float:
+        """Length of the shift in pixels."""
+        return float(math.hypot(*self.shift_px))
+
+    @property
+    def improved(self) -> bool:
+        """The metric at the estimate is not worse than at identity (1 % slack: interpolation at a
+        sub-pixel estimate smooths the moving image and moves MI a little either way)."""
+        return bool(self.metric_after <= self.metric_before + 0.01 * abs(self.metric_before))
+
+    def index_matrix(self) -> np.ndarray:
+        """4x4 in target index (c, r, s): target voxel -> where the reference content is (same slice)."""
+        return rigid_index_matrix(self.shift_px, self.angle_deg, self.center_px, self.spacing)
+
+
+def rigid_index_matrix(shift_px: tuple[float, float], angle_deg: float, center_px: tuple[float, float],
+                       spacing: tuple[float, float]) -> np.ndarray:
+    """The in-plane rigid motion (rotation about ``center_px`` in millimetres, then ``shift_px``)
+    as a 4x4 affine on (column, row, slice) indices of a grid with (row, col) ``spacing`` mm."""
+    sr, sc = float(spacing[0]), float(spacing[1])
+    d = np.diag([sc, sr])
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    c_mm = d @ np.asarray(center_px, dtype=np.float64)
+    t_mm = d @ np.asarray(shift_px, dtype=np.float64)
+    lin = np.linalg.inv(d) @ rot @ d
+    off = np.linalg.inv(d) @ (c_mm - rot @ c_mm + t_mm)
+    m = np.eye(4)
+    m[:2, :2] = lin
+    m[:2, 3] = off
+    return m
+
+
+def _image2d(sitk, arr: np.ndarray, spacing: tuple[float, float]):  # noqa: ANN001, ANN202
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=np.float32))
+    img.SetSpacing((float(spacing[1]), float(spacing[0])))
+    return img
+
+
+def _nothing_to_register(fixed: np.ndarray, moving: np.ndarray) -> str | None:
+    for name, arr in (("reference", moving), ("target", fixed)):
+        if not np.isfinite(arr).all():
+            return f"{name} slice not finite"
+        hi = float(arr.max())
+        if hi - float(arr.min()) <= 0:
+            return f"{name} slice constant"
+        if np.count_nonzero(arr > arr.min() + 0.05 * (hi - arr.min())) < D.REGISTER_MIN_PIXELS:
+            return f"{name} slice nearly empty"
+    return None
+
+
+def register_slice(fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0), *,
+                   seed: int = 0) -> SliceEstimate:
+    """Estimate the rigid motion of ``moving`` (the reference slice, (H, W)) relative to ``fixed``
+    (the target slice, same grid, (row, col) ``spacing`` mm) by Mattes mutual information."""
+    h, w = fixed.shape
+    center = ((w - 1) / 2.0, (h - 1) / 2.0)
+    reason = _nothing_to_register(fixed, moving)
+    if reason is not None:
+        return SliceEstimate(skipped=reason, spacing=tuple(spacing), center_px=center)  # type: ignore[arg-type]
+    sitk = sitk_module()
+    start = time.perf_counter()
+    f_img, m_img = _image2d(sitk, fixed, spacing), _image2d(sitk, moving, spacing)
+    reg = _method(sitk, seed, h * w)
+    init = sitk.Euler2DTransform()
+    init.SetCenter((center[0] * spacing[1], center[1] * spacing[0]))
+    reg.SetInitialTransform(init, inPlace=False)
+    try:
+        before = _metric(sitk, f_img, m_img, init)
+        coarse = reg.Execute(f_img, m_img)
+        iterations, stop = int(reg.GetOptimizerIteration()), reg.GetOptimizerStopConditionDescription()
+        fine = _refinement(sitk)
+        fine.SetInitialTransform(sitk.Euler2DTransform(_euler(sitk, coarse)), inPlace=False)
+        final = fine.Execute(f_img, m_img)
+        # never hand back a transform that the full-resolution metric likes less than the start or
+        # the pyramid's result (piecewise-flat images have pixel-locked local optima)
+        candidates = [(_metric(sitk, f_img, m_img, t), k, t)
+                      for k, t in enumerate((_euler(sitk, final), _euler(sitk, coarse), init))]
+        after, _, best = min(candidates, key=lambda c: (c[0], c[1]))
+    except RuntimeError as exc:  # e.g. "All samples map outside moving image buffer"
+        msg = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
+        return SliceEstimate(skipped=f"registration failed ({msg})", spacing=tuple(spacing),  # type: ignore[arg-type]
+                             center_px=center, seconds=time.perf_counter() - start)
+    euler = _euler(sitk, best)
+    tx, ty = euler.GetTranslation()
+    stop_fine = fine.GetOptimizerStopConditionDescription()
+    return SliceEstimate(
+        shift_px=(tx / spacing[1], ty / spacing[0]), angle_deg=math.degrees(euler.GetAngle()),
+        metric_before=before, metric_after=after, iterations=iterations + int(fine.GetOptimizerIteration()),
+        converged="Maximum number of iterations" not in stop + stop_fine, seconds=time.perf_counter() - start,
+        spacing=tuple(spacing), center_px=center,  # type: ignore[arg-type]
+    )
+
+
+def _method(sitk, seed: int, pixels: int):  # noqa: ANN001, ANN202
+    """The registration method: Mattes MI on a fixed number of random samples per level (so the
+    time per slice hardly grows with the matrix), regular-step descent, 3-level pyramid.
+
+    A slow step relaxation (0.8) keeps the rotation moving: with SimpleITK's usual 0.5 the step
+    collapsed on the sampling noise before a 10-degree rotation was found."""
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=D.REGISTER_BINS)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    fractions = [min(1.0, n / max(1.0, pixels / float(f * f))) for n, f in zip(D.REGISTER_SAMPLES, D.REGISTER_SHRINK)]
+    reg.SetMetricSamplingPercentagePerLevel(fractions, seed + 1)  # a seed of 0 would mean "from the clock"
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=D.REGISTER_STEP_MM, minStep=D.REGISTER_MIN_STEP_MM,
+                                                 numberOfIterations=D.REGISTER_ITERATIONS,
+                                                 gradientMagnitudeTolerance=1e-8,
+                                                 relaxationFactor=D.REGISTER_RELAXATION)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(D.REGISTER_SHRINK))
+    reg.SetSmoothingSigmasPerLevel(list(D.REGISTER_SMOOTHING))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    return reg
+
+
+def _refinement(sitk):  # noqa: ANN001, ANN202
+    """The last stage: full resolution, every pixel, finer histogram, short steps. The pyramid's
+    random samples leave ~0.2 px of jitter; this takes it to ~0.1 px against a 4x zero-filled
+    target (measured on the simulator's validation split)."""
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=D.REGISTER_REFINE_BINS)
+    if D.REGISTER_REFINE_SAMPLING < 1.0:
+        reg.SetMetricSamplingStrategy(reg.REGULAR)
+        reg.SetMetricSamplingPercentage(D.REGISTER_REFINE_SAMPLING, 1)
+    else:
+        reg.SetMetricSamplingStrategy(reg.NONE)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=D.REGISTER_REFINE_STEP_MM,
+                                                 minStep=D.REGISTER_MIN_STEP_MM / 2,
+                                                 numberOfIterations=D.REGISTER_ITERATIONS,
+                                                 gradientMagnitudeTolerance=1e-8,
+                                                 relaxationFactor=D.REGISTER_RELAXATION)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([D.REGISTER_REFINE_SHRINK])
+    reg.SetSmoothingSigmasPerLevel([0.5 * (D.REGISTER_REFINE_SHRINK - 1)])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    return reg
+
+
+def _euler(sitk, transform):  # noqa: ANN001, ANN202
+    inner = transform.GetNthTransform(0) if transform.GetName() == "CompositeTransform" else transform
+    return sitk.Euler2DTransform(inner)
+
+
+def _metric(sitk, fixed, moving, transform) -> float:  # noqa: ANN001
+    """Mattes MI of the pair under ``transform``, every pixel, the refinement's histogram."""
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=D.REGISTER_REFINE_BINS)
+    reg.SetMetricSamplingStrategy(reg.NONE)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetInitialTransform(transform)
+    return float(reg.MetricEvaluate(fixed, moving))
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit SimpleITK's worker threads (None: its default, all cores)."""
+    if threads:
+        sitk_module().ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
