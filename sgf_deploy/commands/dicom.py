@@ -56,8 +56,13 @@ def command() -> None:
 @threads_option("CPU threads for the backend [all cores]")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="reconstruct on a Triton server (sgf-deploy triton serve) instead of a local engine")
+@click.option("--register", type=click.Choice(list(D.REGISTER_MODES)), default=D.REGISTER, show_default=True,
+              help="reference vs target alignment, as in `run`: auto (correct above the calibrated threshold), "
+                   "rigid (always), off (trust the geometry)")
+@click.option("--strict", is_flag=True,
+              help="fail a study (reason in the journal) instead of warning on a doubtful registration or contrast")
 def serve(port, host, ae_title, spool, forward, ref_match, target_match, rules_file, settle, pair_timeout,
-          retry_min, retry_max, allow, engine, task, batch, threads, server) -> None:
+          retry_min, retry_max, allow, engine, task, batch, threads, server, register, strict) -> None:
     """Listen for MR series and reconstruct every target paired with a reference of its study.
 
     Only validated engines run (or the embedded default); there is no --allow-unvalidated here.
@@ -71,7 +76,8 @@ def serve(port, host, ae_title, spool, forward, ref_match, target_match, rules_f
         forward=tuple(parse_destination(f) for f in forward), allow=tuple(Allowed.parse(a) for a in allow),
         ref_match=ref_match, target_match=target_match, rules_file=rules_file, settle=settle,
         pair_timeout=pair_timeout, retry_min=retry_min, retry_max=max(retry_max, retry_min),
-        run=run_settings(engine=engine, task=task, batch=batch, threads=threads, server=server),
+        run=run_settings(engine=engine, task=task, batch=batch, threads=threads, server=server,
+                         register=register, strict=strict),
     )
     Node(settings).serve_forever()
 
