@@ -41,16 +41,10 @@ LIBRARIES = ("torch", "onnxruntime", "onnx", "onnxscript", "onnxconverter_common
 
 # ------------------------------------------------------------------------------------- machine
 def _cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.lower().startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
-                    return [f for f in wanted if f in flags]
-    except OSError:
-        pass
-    return []
+    from ..cpu import RELEVANT_FLAGS, cpu_flags
+
+    flags = cpu_flags()
+    return [f for f in RELEVANT_FLAGS if f in flags]
 
 
 def _mem_total_gb() -> float | None:

@@ -64,7 +64,7 @@ def quantize_openvino(ov_model: Any, onnx_model: Any, calib: CalibrationSet, *, 
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     from ..contract import fit
-    from ..engines.openvino.builder import has_int8_dot_product
+    from ..cpu import has_int8_dot_product
 
     estimator_token(method)
     patterns, nodes, missing = float_nodes(onnx_model, keep_fp32, exclude)

@@ -74,9 +74,9 @@ def backend_version(backend: str) -> str:
 
         return str(onnxruntime.__version__)
     if backend == "openvino":
-        from .openvino.builder import import_openvino
+        from ..errors import require  # identity sits below the backends: it never imports openvino/builder
 
-        return str(import_openvino("OpenVINO engines").__version__).split("-")[0]
+        return str(require("openvino", "openvino", "OpenVINO engines").__version__).split("-")[0]
     return str(import_trt(backend, f"{backend_label(backend)} engines").__version__)
 
 

@@ -74,7 +74,7 @@ def test_odd_sizes_match_onnxruntime(ov_engines, workspace):
 
 
 def test_int8_float_scope_and_gate(ov_engines):
-    from sgf_deploy.engines.openvino.builder import has_int8_dot_product
+    from sgf_deploy.cpu import has_int8_dot_product
 
     conv = read_manifest(ov_engines["int8"])["precision_conversion"]
     assert conv["float_patterns"] == ["@mcns", "@attention", "@input", "@output"]

@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ...cpu import cpu_flags
 from ...errors import SgfError, require
 from ..identity import cpu_device
 
@@ -28,23 +29,6 @@ ISA_FLAGS: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni
 def import_openvino(purpose: str) -> Any:
     """``openvino`` or a one-line install hint (extra ``[openvino]``)."""
     return require("openvino", "openvino", purpose)
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def has_int8_dot_product(flags: set[str] | None = None) -> bool:
-    """VNNI / AMX: 8-bit dot products accumulate in 32 bits (no 16-bit saturation)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def ov_device() -> dict[str, Any]:
