@@ -31,7 +31,7 @@ from .. import defaults as D
 from ..errors import InputError
 from .grid import Grid, grid_of, index_map, overlap_fraction, same_grid, supersampling
 from .register import SliceEstimate, register_slice, rigid_index_matrix, set_threads
-from .resample import resample
+from .resample import effective_interpolator, resample
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,9 @@ def pair_inputs(reference: Any, target: Any, settings: Any = None) -> PairedInpu
         ref_on = resample(reference.data, [mapping], target.shape, sub, interpolator)
         base = mapping
         avg = "" if sub == (1, 1, 1) else f", averaged over {sub[0]}x{sub[1]}x{sub[2]} sub-samples per target voxel"
+        used = effective_interpolator(reference.shape, interpolator)
         provenance["resampling"] = (f"reference resampled from {g_r.describe()} onto {g_t.describe()} "
-                                    f"({interpolator}{avg})")
+                                    f"({used}{avg})")
         notes.append(provenance["resampling"])
     if mode == "off":
         provenance["registration"] = "off"

@@ -31,6 +31,16 @@ def sitk_module():  # noqa: ANN201 - the SimpleITK module
     return sitk
 
 
+def effective_interpolator(reference_shape: Sequence[int], interpolator: str) -> str:
+    """``interpolator``, except cubic B-spline on a reference with fewer than 4 samples along an
+    axis (a single slice, two slices): ITK's B-spline needs 4 there and otherwise reads outside its
+    coefficients (seen: NaN or garbage depending on what the process allocated before), so such a
+    reference is sampled linearly."""
+    if interpolator == "bspline" and min(int(v) for v in reference_shape) < 4:
+        return "linear"
+    return interpolator
+
+
 def _subsample_map(k: tuple[int, int, int], slice_index: int) -> np.ndarray:
     """Fine output index (fc, fr, fs) of slice ``slice_index`` -> target index (c, r, s)."""
     s = np.eye(4)
@@ -50,6 +60,7 @@ def resample(reference: np.ndarray, mappings: Sequence[np.ndarray], out_shape: t
     sitk = sitk_module()
     if interpolator not in INTERPOLATORS:
         raise ValueError(f"interpolator {interpolator!r}: expected one of {', '.join(INTERPOLATORS)}")
+    interpolator = effective_interpolator(np.shape(reference), interpolator)
     interp = sitk.sitkLinear if interpolator == "linear" else sitk.sitkBSpline
     n, h, w = (int(v) for v in out_shape)
     if len(mappings) not in (1, n):
