@@ -19,7 +19,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# VNNI / AMX: 8-bit dot products accumulate in 32 bits (no 16-bit saturation)
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def has_int8_dot_product(flags: set[str] | None = None) -> bool:
-    """VNNI / AMX: 8-bit dot products accumulate in 32 bits (no 16-bit saturation)."""
+    """Whether the CPU has an INT8 dot-product instruction (:data:`INT8_DOT_FLAGS`)."""
     flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(flags & INT8_DOT_FLAGS)

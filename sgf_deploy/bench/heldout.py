@@ -66,10 +66,11 @@ def evaluate_heldout(tasks: list[str], n: int = 48, seed: int = 0, pairs: list[s
             row: dict[str, Any] = {"task": task, "pair": pair, "n": int(n), "zero_filled": _ci(zf), "models": {}}
             for name, rec in recs[task].items():
                 pred = rec(data.reference, data.target)
-                cmp = paired_comparison(zf, psnr_per_slice(data.ground_truth, pred))
-                diff = psnr_per_slice(data.ground_truth, pred) - zf
+                model_psnr = psnr_per_slice(data.ground_truth, pred)
+                cmp = paired_comparison(zf, model_psnr)
+                diff = model_psnr - zf
                 row["models"][name] = {
-                    "psnr": _ci(zf + diff), "gain_db": cmp.mean_diff, "gain_ci95": [cmp.ci95_low, cmp.ci95_high],
+                    "psnr": _ci(model_psnr), "gain_db": cmp.mean_diff, "gain_ci95": [cmp.ci95_low, cmp.ci95_high],
                     "worst_gain_db": float(diff.min()), "worst_slice": int(data.slice_index[int(np.argmin(diff))]),
                     "slices_worse": int((diff < 0).sum()),
                     "meets_bar": bool(cmp.mean_diff >= BAR_DB[task] and diff.min() >= 0.0),

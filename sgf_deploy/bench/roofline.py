@@ -86,13 +86,15 @@ def int8_peak_gops(threads: int = M.THREADS) -> float | None:
 
 
 def measure_peaks(threads: int = M.THREADS) -> dict[str, Any]:
-    flags = set(M.machine_info().get("cpu_flags") or [])
+    from ..cpu import INT8_DOT_FLAGS, cpu_flags
+
+    flags = cpu_flags()
     return {
         "fp32_gflops": fp32_peak_gflops(threads),
         "int8_gops": int8_peak_gops(threads),
         "threads": threads,
         "method": f"{SIZE}^3 GEMM, best of {REPEATS}: FP32 torch.mm (FMA), INT8 OpenVINO u8s8 (FakeQuantize)",
-        "int8_dot_product": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}) or
+        "int8_dot_product": sorted(flags & INT8_DOT_FLAGS) or
         "none (no VNNI / AMX: 8-bit products go through 16-bit vpmaddubsw + vpmaddwd)",
         "loadavg": M.loadavg(),
     }

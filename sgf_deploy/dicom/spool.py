@@ -44,9 +44,6 @@ class Spool:
     def instance_path(self, study: str, series: str, sop: str) -> Path:
         return self.incoming / study / series / f"{sop}.dcm"
 
-    def series_dir(self, study: str, series: str) -> Path:
-        return self.incoming / study / series
-
     def result_dir(self, job_id: int) -> Path:
         return self.results / f"job{job_id:06d}"
 

@@ -123,8 +123,9 @@ def default_engine(cache: Path | None = None, checkpoint: Path | None = None, ec
         if existing is not None and not rebuild:
             return existing, False
         remove_stale_builds(cache)
-        entry = _entry(checkpoint, cache)
-        shipped = model_by_checkpoint(sha256_file(checkpoint), checkpoint.parent)
+        checkpoint_sha256 = sha256_file(checkpoint)
+        entry = cache / f"default-{checkpoint_sha256}"  # as _entry names it
+        shipped = model_by_checkpoint(checkpoint_sha256, checkpoint.parent)
         if echo:
             how = "building" if _has_shipped_onnx(shipped) else "exporting and building"
             echo(f"first use: {how} the embedded default model for ONNX Runtime CPU into {entry} "

@@ -61,14 +61,9 @@ def rank(candidates: list[Candidate], faster_cpu_backend: str | None = None) -> 
 
 def measured_cpu_backend(engines_dir: str | os.PathLike) -> str | None:
     """The CPU backend measured faster on this machine, from the engines folder's record (None: none)."""
-    import json
+    from ..engines.openvino.choice import read_record
 
-    from ..engines.openvino.choice import RECORD
-
-    try:
-        choice = json.loads((Path(engines_dir) / RECORD).read_text()).get("choice")
-    except (OSError, ValueError, AttributeError):
-        return None
+    choice = (read_record(engines_dir) or {}).get("choice")
     return choice if choice in ("openvino", "onnxruntime") else None
 
 

@@ -207,19 +207,18 @@ class RemoteReconstructor:
 
     @property
     def backend(self) -> str:
-        return self.model.parameters.get("backend", "?")
+        return self.manifest.backend
 
     @property
     def precision(self) -> str:
-        return self.model.parameters.get("precision", "?")
+        return self.manifest.precision
 
     @property
     def device(self) -> str:
         return self.model.parameters.get("device", "?")
 
     def describe(self) -> str:
-        engine = self.model.parameters.get("engine_file", "?")
-        return (f"{self.engine_path}: {engine} ({self.backend} {self.precision.upper()} on "
+        return (f"{self.engine_path}: {self.manifest.engine_file} ({self.backend} {self.precision.upper()} on "
                 f"{self.device}; {self.trust.label})")
 
     # -- inference ------------------------------------------------------------------------------

@@ -68,6 +68,15 @@ def measure(onnx_path: str | Path, threads: int | None) -> dict[str, Any]:
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
+def read_record(record_dir: str | Path) -> dict[str, Any] | None:
+    """The engines folder's recorded measurement (None: absent or unreadable)."""
+    try:
+        record = json.loads((Path(record_dir) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def choose_cpu_backend(onnx_path: str | Path, precision: str, record_dir: Path, threads: int | None = None) -> str:
     """``openvino`` when it is installed, runs ``precision`` natively and was measured faster here."""
     if importlib.util.find_spec("openvino") is None:
@@ -79,11 +88,8 @@ def choose_cpu_backend(onnx_path: str | Path, precision: str, record_dir: Path, 
             return "onnxruntime"
     key = _key(threads)
     path = Path(record_dir) / RECORD
-    try:
-        record = json.loads(path.read_text())
-        if record.get("key") != key:
-            record = None
-    except (OSError, ValueError):
+    record = read_record(record_dir)
+    if record is not None and record.get("key") != key:
         record = None
     if record is None:
         ms = measure(onnx_path, threads)
