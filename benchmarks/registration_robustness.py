@@ -19,10 +19,10 @@ simulator's held-out **test** split (T1 reference -> T2 recon4x), ground truth k
    same field of view (its k-space zero-padded or cropped, as a scanner's other matrix would give
    it), NIfTI and DICOM (target on the 1 mm grid, same format), read back with ``read_volume`` and
    reconstructed; difference to the same-grid run in that format;
-4. timing: seconds ``register_slice`` takes per 320x320 slice (the simulator's slices on a 320x320
-   matrix of the same field of view, moved by 10 px and 5 degrees), with 1 and 2 SimpleITK
-   threads: wall time and this process's CPU time (the CPU time of the 1-thread run is what an
-   idle core would take; wall time depends on the machine's load, which the JSON records).
+4. timing: the registration's wall time per 320x320 slice in ``pair_inputs`` (the simulator's
+   slices on a 320x320 matrix of the same field of view, moved by 10 px and 5 degrees) for stacks
+   of 1, 8, 16 and 32 slices, with 1 and 2 threads (wall time depends on the machine's load,
+   which the JSON records; this process's CPU time per slice is recorded beside it).
 
 Not a test (it takes minutes); the JSON records the machine and the load average.
 """
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from sgf_deploy.bench.machine import loadavg, machine_info  # noqa: E402
 from sgf_deploy.data.simulator import simulate  # noqa: E402
 from sgf_deploy.data.volume import Volume  # noqa: E402
-from sgf_deploy.geometry import register_slice, resample, rigid_index_matrix  # noqa: E402
+from sgf_deploy.geometry import resample, rigid_index_matrix  # noqa: E402
 from sgf_deploy.geometry.register import set_threads  # noqa: E402
 from sgf_deploy.metrics import psnr, ssim  # noqa: E402
 from sgf_deploy.runtime.pipeline import RunSettings, reconstruct_volumes  # noqa: E402
@@ -71,12 +71,13 @@ def quality(gt: np.ndarray, image: np.ndarray) -> tuple[float, float]:
 class Runner:
     """reconstruct_volumes with the embedded default engine, one engine load reused."""
 
-    def __init__(self, threads: int, engines_dir: Path) -> None:
+    def __init__(self, threads: int, engines_dir: Path, engine: str = "auto") -> None:
         self.threads = threads
         self.engines_dir = engines_dir
+        self.engine = engine
 
     def __call__(self, reference, target, register: str) -> tuple[np.ndarray, dict]:  # noqa: ANN001
-        settings = RunSettings(engine="auto", threads=self.threads, register=register, engines_dir=self.engines_dir)
+        settings = RunSettings(engine=self.engine, threads=self.threads, register=register, engines_dir=self.engines_dir)
         warnings: list[str] = []
         rec = reconstruct_volumes(reference, target, settings, warn=warnings.append)
         return rec.image, {"provenance": rec.provenance, "warnings": warnings,
@@ -249,9 +250,14 @@ def grid_study(run: Runner, data: dict, spacings: list[float], work: Path) -> di
     return out
 
 
-def timing(data: dict, repeats: int, size: int = 320) -> dict:
+def timing(data: dict, repeats: int, size: int = 320, stacks: tuple[int, ...] = (1, 8, 16, 32)) -> dict:
     """The simulator's slices brought onto a ``size`` x ``size`` matrix of the same field of view
-    (cubic B-spline; the head fills the matrix as on a scanner), reference moved 10 px / 5 deg."""
+    (cubic B-spline; the head fills the matrix as on a scanner), reference moved 10 px / 5 deg;
+    ``pair_inputs`` with ``register="rigid"`` on stacks of each size in ``stacks`` (what ``run``
+    does: the slices' pyramids side by side, one refinement of the stack), 1 and 2 threads.
+    Seconds per slice = the registration's wall time / slices; the median of ``repeats`` runs
+    (``max(1, repeats // k)`` for a stack of k, at least 2)."""
+    from sgf_deploy.geometry import PairSettings, pair_inputs
     from sgf_deploy.geometry.grid import Grid, index_map
 
     ref, tar = data["reference"], data["target"]
@@ -260,22 +266,28 @@ def timing(data: dict, repeats: int, size: int = 320) -> dict:
     dst = Grid((n, size, size), _grid_affine(1.0, h, w, 3.0) @ np.diag([h / size, w / size, 1.0, 1.0]))
     up = lambda a: resample(a, [index_map(dst, src)], (n, size, size), interpolator="bspline")  # noqa: E731
     tar_p, ref_m = up(tar), moved(up(ref), 10.0, 5.0)
-    out = {}
-    for threads in (1, 2):
-        set_threads(threads)
-        secs, cpu = [], []
-        for i in range(repeats):
-            c0 = time.process_time()
-            secs.append(register_slice(tar_p[i % n], ref_m[i % n], seed=i).seconds)
-            cpu.append(time.process_time() - c0)
-        record_load = loadavg()
-        out[f"threads_{threads}"] = {"median_s": statistics.median(secs), "min_s": min(secs), "max_s": max(secs),
-                                     "cpu_median_s": statistics.median(cpu), "cpu_min_s": min(cpu),
-                                     "n": repeats, "load_after": record_load}
-        print(f"registration {size}x{size}, {threads} thread(s): wall median {statistics.median(secs):.3f} s/slice "
-              f"(min {min(secs):.3f}, max {max(secs):.3f}), CPU median {statistics.median(cpu):.3f} s "
-              f"(min {min(cpu):.3f}), n={repeats}, load {record_load}", flush=True)
-    out["size"] = [size, size]
+    out: dict = {"size": [size, size], "motion": "10 px along (0.8, 0.6), 5 deg", "stacks": {}}
+    for k in (k for k in stacks if k <= n):
+        for threads in (1, 2):
+            per_slice, cpu, est = [], [], None
+            for r in range(max(2, repeats // k)):
+                sl = slice((r * k) % (n - k + 1), (r * k) % (n - k + 1) + k)
+                c0 = time.process_time()
+                paired = pair_inputs(_vol(ref_m[sl], "ref.npy"), _vol(tar_p[sl], "tar.npy"),
+                                     PairSettings(register="rigid", threads=threads))
+                cpu.append((time.process_time() - c0) / k)
+                per_slice.append(paired.registration.seconds / k)
+                est = paired.registration
+            row = {"median_s_per_slice": statistics.median(per_slice), "min_s": min(per_slice),
+                   "max_s": max(per_slice), "cpu_median_s_per_slice": statistics.median(cpu),
+                   "runs": len(per_slice), "load_after": loadavg(),
+                   "last_estimate": {"shift_px": list(est.shift_px), "angle_deg": est.angle_deg}}
+            out["stacks"][f"{k}_slices_{threads}_threads"] = row
+            print(f"registration {size}x{size}, stack of {k}, {threads} thread(s): wall median "
+                  f"{row['median_s_per_slice']:.3f} s/slice (min {row['min_s']:.3f}, max {row['max_s']:.3f}), "
+                  f"CPU {row['cpu_median_s_per_slice']:.3f} s/slice, {len(per_slice)} runs, estimate "
+                  f"({est.shift_px[0]:+.2f}, {est.shift_px[1]:+.2f}) px {est.angle_deg:+.2f} deg of (+8, +6) px +5 deg, "
+                  f"load {row['load_after']}", flush=True)
     return out
 
 
@@ -285,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-n", type=int, default=16, help="validation-split slices for the threshold [16]")
     ap.add_argument("--threads", type=int, default=1, help="engine and SimpleITK threads [1]")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", default="lite-recon4x-t1-t2",
+                    help="shipped model (or engine) to reconstruct with [the T1->T2 model the tables were measured with]")
     ap.add_argument("--shifts", default="0,2,5,10,20")
     ap.add_argument("--angles", default="0,2,5,10")
     ap.add_argument("--calib-shifts", default="0,0.1,0.25,0.5,1")
@@ -302,10 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     record: dict = {"command": " ".join(["python", "benchmarks/registration_robustness.py"] + (argv or sys.argv[1:])),
                     "machine": machine_info(), "load_before": loadavg(), "n": args.n, "threads": args.threads,
-                    "pair": "t1-t2", "task": "recon4x", "split": "test", "seed": args.seed}
+                    "pair": "t1-t2", "task": "recon4x", "engine": args.engine, "split": "test", "seed": args.seed}
     set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="sgf-registration-") as tmp:
-        run = Runner(args.threads, Path(tmp) / "no-engines")
+        run = Runner(args.threads, Path(tmp) / "no-engines", args.engine)
         parts = set(args.parts.split(","))
         test = simulate("t1-t2", "recon4x", "test", args.n, seed=args.seed)
         if "motion" in parts:
@@ -318,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         if "grids" in parts:
             record["grids"] = grid_study(run, test, floats(args.spacings), Path(tmp))
         if "timing" in parts:
-            record["timing"] = timing(test, args.timing_repeats)
+            record["timing"] = timing(simulate("t1-t2", "recon4x", "test", max(args.n, 32), seed=args.seed)
+                                      if "motion" not in parts or args.n < 32 else test, args.timing_repeats)
     record["load_after"] = loadavg()
     record["seconds"] = time.time() - started
     if "motion" in record:

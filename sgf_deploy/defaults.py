@@ -44,10 +44,10 @@ REGISTER = "auto"  # reference vs target: "auto" (correct above a threshold), "r
 # sgf_deploy.geometry: rigid Mattes-MI registration of the reference, slice by slice (thresholds
 # calibrated by benchmarks/registration_robustness.py on the simulator's validation split)
 REGISTER_MODES = ("auto", "rigid", "off")
-REGISTER_AUTO_SHIFT_PX = 0.05  # auto corrects when the median shift exceeds this (pixels) ...
-REGISTER_AUTO_ANGLE_DEG = 0.05  # ... or the median rotation exceeds this (degrees). Calibrated: an
-# uncorrected 0.1 px shift already costs 0.11 dB, correcting it 0.04 dB; the stack median's noise on
-# aligned data is ~0.015 px (benchmarks/results/registration.json, "calibration")
+REGISTER_AUTO_SHIFT_PX = 0.15  # auto corrects when the stack's shift exceeds this (pixels) ...
+REGISTER_AUTO_ANGLE_DEG = 0.15  # ... or its rotation exceeds this (degrees): above the estimator's
+# noise on aligned data (the largest of 5 aligned 32-slice stacks: 0.108 px, 0.07 deg), where a
+# correction that is noise costs 0.04-0.08 dB of interpolation (benchmarks/README.md, "Calibrating auto")
 REGISTER_OUTLIER_PX = 2.0  # a slice further than this from the stack's median estimate: residual warning
 REGISTER_OUTLIER_DEG = 2.0
 REGISTER_BINS = 32
@@ -57,7 +57,10 @@ REGISTER_STEP_MM = 4.0  # first step; 2 mm under-rotated some slices at 10 degre
 REGISTER_MIN_STEP_MM = 0.01
 REGISTER_RELAXATION = 0.8
 REGISTER_SHRINK = (4, 2, 1)  # the pyramid (capture range); then a full-resolution refinement on every pixel
-REGISTER_SMOOTHING = (2.0, 1.0, 0.0)  # pixels
+REGISTER_SMOOTHING = (2.0, 1.0, 0.0)  # pixels (without the last level, 10 degrees came out as 9.76)
+REGISTER_REFINE_SLICES = 12  # a stack refines this many of its slices (evenly spread; all when fewer) ...
+# ... and takes the median of those: the refinement is ~2/3 of a slice's time, and the pyramid's
+# estimates (every slice) suffice to find the slices that disagree
 REGISTER_REFINE_BINS = 64  # last stage: full resolution, every pixel
 REGISTER_REFINE_STEP_MM = 1.0
 REGISTER_REFINE_SAMPLING = 1.0  # fraction of pixels (regular grid) the last stage uses
@@ -102,3 +105,8 @@ TRAIN_VAL_EVERY = 250
 TRAIN_VAL_N = 16
 TRAIN_POOL = 512
 EVALUATE_N = 64
+
+# -- tune (sgf-deploy tune: the engine's measured optimum batch x threads, sgf_deploy.bench.tuning) --
+TUNE_BATCHES = (1, 2, 4, 8)  # batches timed; threads: 1, 2, 4, ... up to and including the core count
+TUNE_REPEATS = 5  # timed calls per batch x threads (after one warm-up); the median counts
+TUNE_SHAPE = (320, 320)  # slice size timed when the engine has no fixed H x W

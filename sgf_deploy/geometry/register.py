@@ -45,6 +45,7 @@ class SliceEstimate:
     skipped: str | None = None  # why this slice was not registered
     spacing: tuple[float, float] = (1.0, 1.0)  # (row, col) mm of the grid the estimate refers to
     center_px: tuple[float, float] = (0.0, 0.0)  # (col, row) index of the rotation centre
+    refined: bool = False  # refined at full resolution (:func:`refine_slice`), not the pyramid's only
 
     @property
     def shift(self) -> float:
@@ -99,9 +100,12 @@ def _nothing_to_register(fixed: np.ndarray, moving: np.ndarray) -> str | None:
 
 
 def register_slice(fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0), *,
-                   seed: int = 0) -> SliceEstimate:
+                   seed: int = 0, refine: bool = True) -> SliceEstimate:
     """Estimate the rigid motion of ``moving`` (the reference slice, (H, W)) relative to ``fixed``
-    (the target slice, same grid, (row, col) ``spacing`` mm) by Mattes mutual information."""
+    (the target slice, same grid, (row, col) ``spacing`` mm) by Mattes mutual information.
+
+    ``refine=False`` stops after the pyramid (~0.2-0.3 px of scatter; a stack refines only
+    some of its slices, :mod:`.pair`); :func:`refine_slice` continues from there."""
     h, w = fixed.shape
     center = ((w - 1) / 2.0, (h - 1) / 2.0)
     reason = _nothing_to_register(fixed, moving)
@@ -116,34 +120,69 @@ def register_slice(fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, 
     reg.SetInitialTransform(init, inPlace=False)
     try:
         before = _metric(sitk, f_img, m_img, init)
-        coarse = reg.Execute(f_img, m_img)
+        coarse = _euler(sitk, reg.Execute(f_img, m_img))
         iterations, stop = int(reg.GetOptimizerIteration()), reg.GetOptimizerStopConditionDescription()
-        fine = _refinement(sitk)
-        fine.SetInitialTransform(sitk.Euler2DTransform(_euler(sitk, coarse)), inPlace=False)
-        final = fine.Execute(f_img, m_img)
-        # never hand back a transform that the full-resolution metric likes less than the start or
-        # the pyramid's result (piecewise-flat images have pixel-locked local optima)
-        candidates = [(_metric(sitk, f_img, m_img, t), k, t)
-                      for k, t in enumerate((_euler(sitk, final), _euler(sitk, coarse), init))]
-        after, _, best = min(candidates, key=lambda c: (c[0], c[1]))
+        after = _metric(sitk, f_img, m_img, coarse)
     except RuntimeError as exc:  # e.g. "All samples map outside moving image buffer"
-        msg = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
-        return SliceEstimate(skipped=f"registration failed ({msg})", spacing=tuple(spacing),  # type: ignore[arg-type]
-                             center_px=center, seconds=time.perf_counter() - start)
-    euler = _euler(sitk, best)
+        return _failed(exc, spacing, center, start)
+    if not after <= before:  # never hand back a transform the full-resolution metric likes less than none
+        coarse, after = init, before
+    estimate = _estimate(coarse, spacing, center, before, after, iterations,
+                         "Maximum number of iterations" not in stop, time.perf_counter() - start)
+    return refine_slice(fixed, moving, estimate) if refine else estimate
+
+
+def refine_slice(fixed: np.ndarray, moving: np.ndarray, estimate: SliceEstimate) -> SliceEstimate:
+    """``estimate`` (a pyramid's, :func:`register_slice` with ``refine=False``) refined at full
+    resolution on every pixel; never worse by the full-resolution metric than the estimate or
+    than no motion (piecewise-flat images have pixel-locked local optima)."""
+    if estimate.skipped is not None:
+        return estimate
+    sitk = sitk_module()
+    start = time.perf_counter()
+    spacing, center = estimate.spacing, estimate.center_px
+    f_img, m_img = _image2d(sitk, fixed, spacing), _image2d(sitk, moving, spacing)
+    coarse = _transform(sitk, estimate.shift_px, estimate.angle_deg, center, spacing)
+    fine = _refinement(sitk)
+    fine.SetInitialTransform(sitk.Euler2DTransform(coarse), inPlace=False)
+    try:
+        final = _euler(sitk, fine.Execute(f_img, m_img))
+        after = _metric(sitk, f_img, m_img, final)
+    except RuntimeError as exc:
+        return _failed(exc, spacing, center, start - estimate.seconds)
+    if not after < estimate.metric_after:
+        final, after = coarse, estimate.metric_after
+    converged = estimate.converged and "Maximum number of iterations" not in fine.GetOptimizerStopConditionDescription()
+    return _estimate(final, spacing, center, estimate.metric_before, after,
+                     estimate.iterations + int(fine.GetOptimizerIteration()), converged,
+                     estimate.seconds + time.perf_counter() - start, refined=True)
+
+
+def _estimate(euler, spacing, center, before: float, after: float, iterations: int, converged: bool,  # noqa: ANN001
+              seconds: float, refined: bool = False) -> SliceEstimate:
     tx, ty = euler.GetTranslation()
-    stop_fine = fine.GetOptimizerStopConditionDescription()
-    return SliceEstimate(
-        shift_px=(tx / spacing[1], ty / spacing[0]), angle_deg=math.degrees(euler.GetAngle()),
-        metric_before=before, metric_after=after, iterations=iterations + int(fine.GetOptimizerIteration()),
-        converged="Maximum number of iterations" not in stop + stop_fine, seconds=time.perf_counter() - start,
-        spacing=tuple(spacing), center_px=center,  # type: ignore[arg-type]
-    )
+    return SliceEstimate(shift_px=(tx / spacing[1], ty / spacing[0]), angle_deg=math.degrees(euler.GetAngle()),
+                         metric_before=before, metric_after=after, iterations=iterations, converged=converged,
+                         seconds=seconds, spacing=tuple(spacing), center_px=tuple(center), refined=refined)  # type: ignore[arg-type]
+
+
+def _failed(exc: RuntimeError, spacing, center, start: float) -> SliceEstimate:  # noqa: ANN001
+    msg = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
+    return SliceEstimate(skipped=f"registration failed ({msg})", spacing=tuple(spacing),  # type: ignore[arg-type]
+                         center_px=tuple(center), seconds=time.perf_counter() - start)  # type: ignore[arg-type]
+
+
+def _transform(sitk, shift_px, angle_deg: float, center_px, spacing):  # noqa: ANN001, ANN202
+    t = sitk.Euler2DTransform()
+    t.SetCenter((center_px[0] * spacing[1], center_px[1] * spacing[0]))
+    t.SetAngle(math.radians(angle_deg))
+    t.SetTranslation((shift_px[0] * spacing[1], shift_px[1] * spacing[0]))
+    return t
 
 
 def _method(sitk, seed: int, pixels: int):  # noqa: ANN001, ANN202
     """The registration method: Mattes MI on a fixed number of random samples per level (so the
-    time per slice hardly grows with the matrix), regular-step descent, 3-level pyramid.
+    time per slice hardly grows with the matrix), regular-step descent, a 3-level pyramid.
 
     A slow step relaxation (0.8) keeps the rotation moving: with SimpleITK's usual 0.5 the step
     collapsed on the sampling noise before a 10-degree rotation was found."""

@@ -123,3 +123,16 @@ def test_constant_reference_does_not_crash(value):
 def test_unknown_mode_is_refused():
     with pytest.raises(InputError, match="register mode"):
         pair_inputs(volume(stack("a")), volume(stack("b")), PairSettings(register="sideways"))
+
+
+def test_slices_in_parallel_give_the_serial_estimate(monkeypatch):
+    from sgf_deploy import defaults as D
+
+    monkeypatch.setattr(D, "REGISTER_REFINE_SLICES", 2)  # 2 of the 5 slices refined: the stack's median is theirs
+    tar = volume(stack("b", 5))
+    ref = volume(moved(stack("a", 5), [(3.0, 2.0)] * 5))
+    serial = pair_inputs(ref, tar, PairSettings(register="rigid", threads=1)).registration
+    parallel = pair_inputs(ref, tar, PairSettings(register="rigid", threads=2)).registration
+    assert serial.shift_px == parallel.shift_px and serial.angle_deg == parallel.angle_deg  # seeds per slice
+    assert [e.refined for e in serial.estimates] == [True, False, False, False, True]
+    assert abs(serial.shift_px[0] - 3.0) < 0.5 and abs(serial.shift_px[1] - 2.0) < 0.5

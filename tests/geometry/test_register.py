@@ -44,3 +44,15 @@ def test_nearly_empty_slice_is_skipped():
     ref = np.zeros((H, W), np.float32)
     ref[40, 40] = 1.0
     assert "nearly empty" in register_slice(phantom(H, W, "b"), ref).skipped
+
+
+def test_refinement_continues_from_the_pyramid():
+    from sgf_deploy.geometry.register import refine_slice
+
+    fixed, moving = phantom(H, W, "b"), move(phantom(H, W, "a"), (4.2, -2.6), 3.0)
+    coarse = register_slice(fixed, moving, refine=False)
+    fine = refine_slice(fixed, moving, coarse)
+    assert not coarse.refined and fine.refined and fine.iterations > coarse.iterations
+    assert fine.metric_after <= coarse.metric_after  # never worse than where it started
+    whole = register_slice(fixed, moving)  # the two steps are register_slice's own
+    assert whole.shift_px == pytest.approx(fine.shift_px, abs=1e-9) and whole.angle_deg == pytest.approx(fine.angle_deg)
