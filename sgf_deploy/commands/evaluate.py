@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import defaults as D
+from ..data.simulator import PAIR_CHOICES
 from .options import ckpt_option, data_option, force_option, n_option, seed_option
 
 
@@ -12,6 +13,8 @@ from .options import ckpt_option, data_option, force_option, n_option, seed_opti
 @ckpt_option("checkpoint(s) to score; repeat for several [the embedded default]", multiple=True, name="checkpoints")
 @data_option("'sim' (the simulator's held-out split) or a folder of your pairs: its test split, the one recorded "
              "with the checkpoint when it was trained there (see README, 'Your own data')")
+@click.option("--pair", default=None, type=click.Choice(sorted(PAIR_CHOICES)),
+              help="simulator pair to score on [the first checkpoint's]; a model trained on 'random' scores on any")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]),
               help="simulator split (--data sim); a folder is always scored on its test split")
 @n_option(None, f"held-out slices [{D.EVALUATE_N} simulated; every test slice of DIR]")
@@ -21,7 +24,7 @@ from .options import ckpt_option, data_option, force_option, n_option, seed_opti
 @click.option("--anatomy", default=None, type=click.Choice(["colin27"]),
               help="held-out real anatomy instead: the shipped defaults vs zero-filled on Colin27 (Debian "
                    "mricron-data), task x contrast pair table (sgf_deploy.bench.heldout)")
-def command(checkpoints, data, split, n, seed, json_out, force, anatomy) -> None:
+def command(checkpoints, data, pair, split, n, seed, json_out, force, anatomy) -> None:
     """Score checkpoints and zero-filled on the same held-out slices, with 95 % CIs."""
     from ..artifacts import write_json_atomic
 
@@ -40,7 +43,7 @@ def command(checkpoints, data, split, n, seed, json_out, force, anatomy) -> None
 
     ckpts = list(checkpoints) or [default_checkpoint()]
     if str(data) == "sim":
-        result = evaluate(ckpts, split=split, n=D.EVALUATE_N if n is None else n, seed=seed)
+        result = evaluate(ckpts, pair=pair, split=split, n=D.EVALUATE_N if n is None else n, seed=seed)
     else:
         result = evaluate(ckpts, data=data, n=n, seed=seed)
     click.echo(format_table(result))

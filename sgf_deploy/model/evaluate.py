@@ -84,7 +84,7 @@ def evaluate(
     """Rows for zero-filled and each checkpoint on the same slices (see the module docstring)."""
     if str(data) != "sim":
         return evaluate_folder(checkpoints, data, n=n, seed=seed, batch=batch, task=task)
-    from ..data.simulator import simulate
+    from ..data.simulator import RANDOM_PAIR, simulate
 
     models = _models(checkpoints)
     prov = models[0][2].get("provenance", {}) if models else {}
@@ -98,7 +98,7 @@ def evaluate(
     rows = [_row(zero, *_scores(data_["ground_truth"], data_["target"]))]
     for path, model, meta in models:
         p = meta.get("provenance", {})
-        if (p.get("pair"), p.get("task")) != (pair, task):
+        if p.get("task") != task or p.get("pair") not in (pair, RANDOM_PAIR):  # the random pair covers every pair
             raise InputError(f"{path}: trained for {p.get('pair')} {p.get('task')}, evaluating {pair} {task}")
         pred = reconstruct(model, data_["reference"], data_["target"], batch=batch)
         rows.append(_row(_label(path, model), *_scores(data_["ground_truth"], pred), checkpoint_sha256=meta["sha256"]))

@@ -50,6 +50,7 @@ class TrainSettings:
     pool: int = 512  # simulated slices generated once; each step crops from them (0 = simulate every example)
     init: str | None = None  # start from this checkpoint's weights (fresh optimiser); its sha256 is recorded
     snapshot: bool = False  # at every validation also write <out stem>.snapshot.pt (resumable, steps so far)
+    mix: str | None = None  # named pairs mixed into the simulator's pair, "t1-t2=0.25,..." (sgf_deploy.data.pair_mixture)
 
     def resolved_decay(self) -> int:
         return self.decay_every or max(1, int(self.steps * 0.4))
@@ -75,7 +76,9 @@ class BatchSource:
             self._h5 = PairSource(split.select(pairs, "train"), settings.task, seed=settings.seed)  # train subjects only
         else:
             from ..data import simulator
+            from ..data.pair_mixture import parse_mix
 
+            self._mix = parse_mix(settings.mix)
             self._subjects = list(simulator.split_subjects("train"))
             self._slices = list(simulator.split_slices("train"))
 
@@ -89,11 +92,13 @@ class BatchSource:
         return self._simulate(rng)
 
     def _simulate(self, rng: np.random.Generator):
+        from ..data.pair_mixture import draw_pair
         from ..data.simulator import make_example
 
         subject = int(rng.choice(self._subjects))
         slice_index = int(rng.choice(self._slices))
-        return make_example(self.s.pair, self.s.task, "train", subject, slice_index, seed=self.s.seed)
+        pair = draw_pair(rng, self.s.pair, self._mix)
+        return make_example(pair, self.s.task, "train", subject, slice_index, seed=self.s.seed)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.s.seed, step])
@@ -169,6 +174,8 @@ def train(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and write a checkpoint to ``out``; returns its metadata."""
+    if settings.mix and settings.data != "sim":
+        raise SgfError(f"--mix mixes the simulator's pairs; it does not apply to --data {settings.data}")
     out = check_writable(out, overwrite)
     if settings.threads:
         torch.set_num_threads(settings.threads)
