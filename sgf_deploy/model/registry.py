@@ -117,8 +117,11 @@ def default_for_task(task: str, folder: Path | None = None) -> ShippedModel:
     models = shipped_models(folder)
     if name is None or name not in models:
         have = ", ".join(sorted(t for t, n in data["tasks"].items() if n in models)) or "none"
+        others = sorted(n for n, m in models.items() if task in m.tasks)
+        hint = (f"shipped for {task} but not its default (see README): --engine {' or --engine '.join(others)}; or "
+                if others else "")
         raise SgfError(f"no shipped default model for task {task} (shipped defaults: {have}); "
-                       f"train one and pass --engine PATH to an engine built from it")
+                       f"{hint}train one and pass --engine PATH to an engine built from it")
     return models[name]
 
 

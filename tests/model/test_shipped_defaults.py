@@ -29,3 +29,17 @@ def test_shipped_checkpoint_loads_and_runs(name):
 def test_old_t1_t2_checkpoint_is_kept():
     assert "lite-recon4x-t1-t2" in shipped_models()
     assert default_for_task("recon4x").name in shipped_models()
+
+
+def test_a_task_without_a_default_names_the_models_shipped_for_it(tmp_path):
+    import json
+
+    from sgf_deploy.errors import SgfError
+    from sgf_deploy.model.locate import DEFAULTS_DIR
+
+    data = json.loads((DEFAULTS_DIR / "defaults.json").read_text())
+    assert "recon8x" not in data["tasks"]  # lite-recon8x-mixed misses the default rule (README)
+    with pytest.raises(SgfError, match="--engine lite-recon8x-mixed"):
+        default_for_task("recon8x")
+    with pytest.raises(SgfError, match=r"no shipped default model for task sr4x \(shipped defaults: recon4x\); train"):
+        default_for_task("sr4x")

@@ -122,18 +122,23 @@ def test_run_task_picks_default_and_h5_mask_sets_task(tmp_path, monkeypatch, old
                               "--task", "sr4x", "--register", "off", "--out", str(tmp_path / "o.npy")])
     assert res.exit_code == 2 and "no shipped default model for task sr4x" in res.output
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "o.npy").exists()
-    # k-space input with a mask of the PD target through the T1->T2 model: task from the mask,
-    # measured-mode guard, refused with --strict
+    # k-space input with a mask of a PD target: the task follows from the mask; the default (trained
+    # on randomised contrasts) passes the guard, the old T1->T2 model fails it (measured-mode guard)
+    # and is refused with --strict
     p = sim_sets["t1-pd"]
     with h5py.File(tmp_path / "pd.h5", "w") as f:
         f["kspace"] = fft2c(p["ground_truth"][:1]).astype(np.complex64)
         f["mask"] = p["mask"][0].astype(np.float32)
     np.save(tmp_path / "pdref.npy", p["reference"][:1])
     args = ["run", "--ref", str(tmp_path / "pdref.npy"), "--target", str(tmp_path / "pd.h5"), "--register", "off",
-            "--engine", "auto", "--task", "recon8x", "--out", str(tmp_path / "pd_out.h5")]
+            "--engine", "auto", "--task", "recon8x", "--out", str(tmp_path / "pd_default.h5")]
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "i.e. recon4x; --task recon8x is overridden" in res.output
+    assert f"model:   {name}" in res.output and "EXCEEDED" not in res.output
+    args = args[:-4] + ["--engine", OLD, "--out", str(tmp_path / "pd_out.h5")]
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0, res.output
     assert "mask re-applied" in res.output and "EXCEEDED" in res.output
     assert "the output's contrast differs from the measured data" in res.output
     res = runner.invoke(cli, args[:-2] + ["--out", str(tmp_path / "pd_strict.h5"), "--strict"])
