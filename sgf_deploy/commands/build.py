@@ -30,6 +30,9 @@ from .options import data_option, force_option, n_option, threads_option
               help="nodes kept in FP32: @mcns,@norm,@attention,@head,@output,@input,@default or globs on node names "
                    "[FP16: @mcns,@norm,@attention,@head; INT8: @mcns,@attention,@input,@output]")
 @click.option("--exclude", default=None, metavar="PATTERNS", help="more nodes left unquantized (INT8), same syntax")
+@click.option("--int8-max-drop", "int8_max_drop", default=None, metavar="DB",  # checked by BuildSettings: one line
+              help="OpenVINO INT8: NNCF accuracy control; revert layers to float until the mean PSNR vs ground truth "
+                   "on the simulator's val split drops by at most DB dB (e.g. 0.02) [off]")
 @threads_option("ONNX Runtime CPU threads (build, parity, and the engine's default)")
 @click.option("--mcns", default=D.MCNS, show_default=True, type=click.Choice(["function", "plugin"]),
               help="how MCNS runs: the ONNX function (standard ops) or a registered fused plugin")
@@ -39,7 +42,7 @@ from .options import data_option, force_option, n_option, threads_option
 @click.option("--out", "out_dir", default=str(D.ENGINES_DIR), show_default=True, type=click.Path(file_okay=False))
 @force_option("overwrite an existing engine of the same name")
 def command(onnx_path, backend, precision, calib, calib_method, quantizer, int8_activations, shapes, keep_fp32, exclude,
-            threads, mcns, targets, n, data, out_dir, force) -> None:
+            int8_max_drop, threads, mcns, targets, n, data, out_dir, force) -> None:
     """Build an engine from the exported ONNX file and print its build-time parity."""
     if precision is None:
         raise click.UsageError("choose a precision: --fp32, --fp16 or --int8")
@@ -47,6 +50,6 @@ def command(onnx_path, backend, precision, calib, calib_method, quantizer, int8_
 
     settings = BuildSettings(backend=backend, precision=precision, calib=calib, calib_method=calib_method,
                              quantizer=quantizer, int8_activations=int8_activations, shapes=shapes, keep_fp32=keep_fp32,
-                             exclude=exclude, mcns=mcns, threads=threads, targets=targets, parity_n=n, parity_data=data,
-                             out_dir=out_dir, overwrite=force)
+                             exclude=exclude, int8_max_drop=int8_max_drop, mcns=mcns, threads=threads, targets=targets,
+                             parity_n=n, parity_data=data, out_dir=out_dir, overwrite=force)
     build_engine(onnx_path, settings, echo=click.echo)

@@ -122,6 +122,8 @@ def _variant(settings: BuildSettings) -> dict[str, Any]:
             variant["activations"] = settings.int8_activations
         if settings.overflow_fix is not None:
             variant["overflow_fix"] = settings.overflow_fix
+        if settings.int8_max_drop is not None:
+            variant["int8_max_drop"] = settings.int8_max_drop
     if settings.mcns != D.MCNS:
         variant["mcns"] = settings.mcns
     return variant
@@ -168,6 +170,8 @@ def plan_build(onnx_path: str | os.PathLike | None, settings: BuildSettings) -> 
 
         backend = choose_cpu_backend(onnx_path, settings.precision, Path(settings.out_dir), settings.threads)
     check_mcns_mode(settings.mcns, backend)
+    if settings.int8_max_drop is not None and backend != "openvino":
+        raise InputError(f"--int8-max-drop (NNCF accuracy control) applies to --backend openvino, not {backend}")
     targets = normalize_targets(settings.targets)
     if targets and backend != "tensorrt-rtx":
         raise InputError("--targets (compute capabilities) applies to --backend tensorrt-rtx only")

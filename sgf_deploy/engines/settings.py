@@ -23,6 +23,8 @@ class BuildSettings:
     auto (ONNX Runtime: uint8 asymmetric; TensorRT: int8 symmetric) | int8 | uint8 | uint8-asym.
     ``parity_n``: held-out slices for the build-time PSNR (0 skips it); ``parity_data``: where
     they come from ("sim", or a folder of the user's pairs, see :mod:`sgf_deploy.data.pairs`).
+    ``int8_max_drop``: OpenVINO INT8 with NNCF accuracy control, the largest mean PSNR drop vs
+    ground truth (dB) allowed on the simulator's val split (:mod:`sgf_deploy.calibration.nncf_int8`).
     """
 
     backend: str = D.BACKEND
@@ -36,6 +38,7 @@ class BuildSettings:
     exclude: str | tuple[str, ...] | None = None
     mcns: str = D.MCNS
     overflow_fix: str | None = None  # OpenVINO INT8 (NNCF): enable | disable | first_layer; None: by the CPU
+    int8_max_drop: float | None = None  # OpenVINO INT8 (NNCF accuracy control): max PSNR drop, dB; None: off
     threads: int | None = None
     targets: str | tuple[str, ...] | None = None
     parity_n: int = D.BUILD_PARITY_N
@@ -60,6 +63,12 @@ class BuildSettings:
             raise InputError(f"--n must be >= 0, got {self.parity_n}")
         if self.calib is not None and self.precision != "int8":
             raise InputError("--calib applies to --int8 only")
+        if self.int8_max_drop is not None:
+            from ..calibration.nncf_int8 import check_max_drop
+
+            object.__setattr__(self, "int8_max_drop", check_max_drop(self.int8_max_drop))
+            if self.precision != "int8":
+                raise InputError("--int8-max-drop applies to --int8 only")
 
     @classmethod
     def from_options(cls, **options: Any) -> "BuildSettings":
@@ -86,6 +95,7 @@ class BuildSettings:
             "int8_activations": self.int8_activations if self.precision == "int8" else None,
             "mcns": self.mcns,
             "overflow_fix": self.overflow_fix if self.backend in ("openvino", "ov") else None,
+            "int8_max_drop": self.int8_max_drop,
             "threads": self.threads,
         }
 
