@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "build": "Build an FP32/FP16/INT8 engine from the exported ONNX file.",
     "validate": "PSNR parity of engines against the PyTorch reference.",
     "run": "Reconstruct a target contrast guided by a reference contrast.",
+    "tune": "Measure a CPU engine's fastest batch x threads here; record it as its optimum.",
     "bench": "Measure speed, memory and parity of every backend.",
     "sample": "Write the embedded sample and score the PyTorch reference on it.",
     "triton": "Serve validated engines on Triton Inference Server (export, serve).",

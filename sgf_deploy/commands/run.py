@@ -26,7 +26,7 @@ from .options import batch_option, force_option, threads_option
 @click.option("--gt", default=None, metavar="PATH", help="ground truth: print PSNR/SSIM of the output and of the target")
 @batch_option("slices per engine call [engine's optimum, else 4]")
 @click.option("--allow-unvalidated", is_flag=True, help="run an engine with no passing validation (warns)")
-@threads_option("CPU threads for the backend [all cores]")
+@threads_option("CPU threads for the backend [the engine's measured optimum on this CPU (tune), else all cores]")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="send the slices to a Triton server (sgf-deploy triton serve) instead of a local engine")
 @click.option("--register", type=click.Choice(["auto", "rigid", "off"]), default=D.REGISTER, show_default=True,

@@ -17,6 +17,7 @@ import numpy as np
 from .. import contract
 from .. import defaults as D
 from ..engines.manifest import EngineManifest, TrustStatus
+from ..engines.optimum import RunChoice, run_choice
 from ..errors import SgfError, ValidationFailed
 from .timing import Timings
 
@@ -46,7 +47,8 @@ class Reconstructor:
     """
 
     def __init__(self, runner: Any, engine_path: str | os.PathLike, manifest: EngineManifest, *,
-                 batch: int | None, trust: TrustStatus, load_seconds: float) -> None:
+                 batch: int | None, trust: TrustStatus, load_seconds: float,
+                 choice: RunChoice | None = None) -> None:
         self.runner = runner
         self.engine_path = Path(engine_path)
         self.manifest = manifest
@@ -54,10 +56,15 @@ class Reconstructor:
         self.profile = manifest.profile
         self.size_multiple = contract.size_multiple(manifest)
         self.requested_batch = batch  # None: chosen per call from the measured memory (runtime.memory)
-        self.max_batch = self.profile.choose_batch(batch, D.RUN_BATCH)
+        # where the batch and threads come from (engines.optimum.run_choice: asked, the engine's
+        # measured optimum on this machine, or the defaults); the optimum's batch is a preference
+        # that the memory check below may still lower, an asked batch is not
+        self.choice = choice or RunChoice(batch, None, "asked" if batch is not None else "default", "default")
+        preferred = batch if batch is not None else self.choice.batch
+        self.max_batch = self.profile.choose_batch(preferred, D.RUN_BATCH)
         self.batch = self.max_batch  # the batch of the last call
         self.batch_reason = ""
-        self.threads: int | None = None
+        self.threads: int | None = getattr(runner, "threads", None)
         self.load_seconds = load_seconds
         self.timings = Timings(load=load_seconds)
         self.notices: list[str] = []
@@ -70,7 +77,10 @@ class Reconstructor:
         An engine the trust rule (:meth:`EngineManifest.trust`) does not accept is refused
         (``ValidationFailed``) unless ``allow_unvalidated``; then :attr:`trust` says so (``.ok`` is
         False) and the caller is expected to warn. An engine built for another device/backend
-        raises ``EngineMismatchError`` (from ``load_engine``)."""
+        raises ``EngineMismatchError`` (from ``load_engine``). ``batch``/``threads`` left None
+        take the engine's measured optimum when it was measured on this machine
+        (:func:`sgf_deploy.engines.optimum.run_choice`), else the defaults; each call's notices
+        say which (:attr:`choice`)."""
         from ..engines import load_engine
 
         start = time.perf_counter()
@@ -82,10 +92,10 @@ class Reconstructor:
                 f"{path}: refused: {trust.label}; validate it with 'sgf-deploy validate' "
                 "or pass --allow-unvalidated to run it anyway"
             )
-        runner = load_engine(path, threads=threads)
-        rec = cls(runner, path, runner.manifest, batch=batch, trust=trust, load_seconds=time.perf_counter() - start)
-        rec.threads = threads
-        return rec
+        choice = run_choice(manifest, batch=batch, threads=threads)
+        runner = load_engine(path, threads=choice.threads)
+        return cls(runner, path, runner.manifest, batch=batch, trust=trust, load_seconds=time.perf_counter() - start,
+                   choice=choice)
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -133,6 +143,10 @@ class Reconstructor:
         for first in range(start, n, batch):
             self._run_chunk(ref, tar, first, min(first + batch, n), shape, out, timings)
         self.batch = batch
+        if self.choice.optimum is not None:  # the engine has a measured optimum: say whether it was used
+            self.notices.append(self.choice.note(batch, self.threads, gpu=self.manifest.is_gpu,
+                                                 static_batch=bool(self.profile.static_batch),
+                                                 planned=self.max_batch))
         if self.batch_reason and n > 1:
             self.notices.append(f"{self.batch_reason}; slices of {shape[0]}x{shape[1]} after padding")
         with timings.stage("postprocess"):
