@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-onnx = pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'sgf-deploy[torch]')")
 from onnx import TensorProto, helper  # noqa: E402
 
 from sgf_deploy.calibration.nncf_int8 import ignored_patterns  # noqa: E402
