@@ -18,6 +18,8 @@ PAIR_NAMES = sorted(PAIR_CHOICES)
               help="reference-target contrast pair of the simulator ('random': both contrasts drawn per subject)")
 @click.option("--mix", default=None, metavar="PAIR=FRACTION,...",
               help="simulator only: mix named pairs into --pair, e.g. 't1-t2=0.25,pd-t2=0.05' (the rest is --pair)")
+@click.option("--fluid-pairs", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="random pair only: fraction of its subjects drawn as a fluid-inverted pair (FLAIR-like and T2-like, either order)")
 @click.option("--steps", default=D.TRAIN_STEPS, show_default=True, type=click.IntRange(min=1))
 @batch_option("training examples per step", default=D.TRAIN_BATCH)
 @click.option("--crop", default=D.TRAIN_CROP, show_default=True, type=click.IntRange(min=0),
@@ -41,7 +43,7 @@ PAIR_NAMES = sorted(PAIR_CHOICES)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="checkpoint to write (.pt or .safetensors)")
 @force_option("overwrite --out if it exists")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def command(preset, task, pair, mix, steps, batch, crop, lr, decay_every, val_every, n, seed,
+def command(preset, task, pair, mix, fluid_pairs, steps, batch, crop, lr, decay_every, val_every, n, seed,
             no_reference, data, ref_tag, tar_tag, pool, threads, resume, snapshot, init, out, force, quiet) -> None:
     """Train SGF-MRI (L1 loss, Adam with step decay, periodic validation)."""
     from ..model.train import TrainSettings, train
@@ -50,6 +52,6 @@ def command(preset, task, pair, mix, steps, batch, crop, lr, decay_every, val_ev
         preset=preset, task=task, pair=pair, steps=steps, batch=batch, crop=crop or None, lr=lr,
         decay_every=decay_every, val_every=val_every, val_n=n, seed=seed,
         no_reference=no_reference, data=data, ref_tag=ref_tag, tar_tag=tar_tag, pool=pool, threads=threads,
-        init=init, snapshot=snapshot, mix=mix,
+        init=init, snapshot=snapshot, mix=mix, fluid_pairs=fluid_pairs,
     )
     train(settings, out, resume=resume, overwrite=force, progress=not quiet)

@@ -15,6 +15,13 @@ A contrast is one of
   probability ``iso_fraction`` grey and white matter are drawn nearly iso-intense, so that some
   references carry no grey/white boundary at all.
 
+With probability ``fluid_fraction`` (0 unless asked for) a subject's two contrasts are instead a
+*fluid-inverted* pair (:func:`draw_fluid_pair`): one image fluid-suppressed (inversion recovery
+with TI at the fluid's null and a long TE, as in FLAIR), the other
+fluid-bright (long-TR, long-TE spin echo), in either order. Independent draws make such pairs
+rarely (about 1 % of subjects), and a model trained without them copies the reference's dark fluid
+into a fluid-bright target when the target's measured data is scarce (8x).
+
 Besides the contrast, every image draws a bias-field strength, a noise level, a resolution (the
 kept fraction of k-space per axis) and a global intensity scale from :data:`RANGES`; the anatomy
 deformation is the simulator's per-subject warp, widened for this pair (see ``DEFORM``).
@@ -47,6 +54,15 @@ RANGES: dict[str, tuple[float, float]] = {
     "resolution": (0.55, 1.0),  # kept fraction of k-space per axis (1 = full resolution)
     "scale": (0.2, 5.0),  # global intensity factor (log-uniform)
 }
+#: ranges of a fluid-inverted pair (:func:`draw_fluid_pair`): the fluid-suppressed IR image and
+#: the fluid-bright SE image
+FLUID_RANGES: dict[str, tuple[float, float]] = {
+    "IR.TR": (6000.0, 11000.0),
+    "IR.TE": (70.0, 140.0),
+    "IR.null": (0.92, 1.08),  # TI as a multiple of the TI that nulls the fluid
+    "SE.TR": (3000.0, 8000.0),
+    "SE.TE": (70.0, 140.0),
+}
 #: probabilities: which kind a contrast is drawn as (named first, then the physical kinds)
 KIND_WEIGHTS = {"SE": 0.3, "IR": 0.2, "GRE": 0.25, "labels": 0.25}
 T2STAR_FACTOR = 0.6
@@ -62,11 +78,12 @@ class RandomSpec:
     named_fraction: float = 0.2  # probability that a contrast is one of the named sequences
     iso_fraction: float = 0.15  # probability that a ``labels`` contrast has GM ~ WM
     full_resolution_fraction: float = 0.5  # probability that an image keeps all of k-space
+    fluid_fraction: float = 0.0  # probability that a subject's pair is fluid-inverted (draw_fluid_pair)
 
     def validate(self) -> "RandomSpec":
         from ..errors import InputError
 
-        for name in ("named_fraction", "iso_fraction", "full_resolution_fraction"):
+        for name in ("named_fraction", "iso_fraction", "full_resolution_fraction", "fluid_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise InputError(f"random spec {name} must be in [0, 1], got {v}")
@@ -89,8 +106,8 @@ class Contrast:
         return f"{self.kind}({p})"
 
 
-def _u(rng: np.random.Generator, key: str) -> float:
-    lo, hi = RANGES[key]
+def _u(rng: np.random.Generator, key: str, ranges: dict[str, tuple[float, float]] = RANGES) -> float:
+    lo, hi = ranges[key]
     return float(rng.uniform(lo, hi))
 
 
@@ -103,11 +120,40 @@ def draw_contrast(rng: np.random.Generator, tissues: tuple[str, ...], spec: Rand
         p = np.asarray([KIND_WEIGHTS[k] for k in kinds])
         kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
         params = _draw_params(kind, rng, tissues, spec)
+    return _with_nuisance(Contrast(kind, params), rng, spec)
+
+
+def draw_fluid_pair(rng: np.random.Generator, fluid_t1: float) -> tuple[dict, dict]:
+    """Parameters of a fluid-inverted pair, ``(fluid-suppressed IR, fluid-bright SE)``: the IR's TI
+    is ``IR.null`` (:data:`FLUID_RANGES`) times the TI that nulls a tissue of T1 ``fluid_t1`` at the drawn TR
+    (``TI = T1 ln(2 / (1 + e^{-TR/T1}))``, where ``1 - 2e^{-TI/T1} + e^{-TR/T1} = 0``)."""
+    tr = _u(rng, "IR.TR", FLUID_RANGES)
+    null = fluid_t1 * math.log(2.0 / (1.0 + math.exp(-tr / fluid_t1)))
+    suppressed = {"TI": null * _u(rng, "IR.null", FLUID_RANGES), "TR": tr, "TE": _u(rng, "IR.TE", FLUID_RANGES)}
+    bright = {"TR": _u(rng, "SE.TR", FLUID_RANGES), "TE": _u(rng, "SE.TE", FLUID_RANGES)}
+    return suppressed, bright
+
+
+def draw_contrast_pair(rng: np.random.Generator, tissues: tuple[str, ...], spec: RandomSpec,
+                       fluid_t1: float) -> tuple[Contrast, Contrast]:
+    """(reference, target) of one subject: two independent :func:`draw_contrast`, or with
+    probability ``spec.fluid_fraction`` a fluid-inverted pair in a random order (nuisance draws as
+    for any contrast). With ``fluid_fraction == 0`` the draws are those of earlier versions."""
+    if spec.fluid_fraction > 0.0 and rng.uniform() < spec.fluid_fraction:
+        suppressed, bright = draw_fluid_pair(rng, fluid_t1)
+        pair = [Contrast("IR", suppressed), Contrast("SE", bright)]
+        if rng.uniform() < 0.5:
+            pair.reverse()
+        return tuple(_with_nuisance(c, rng, spec) for c in pair)  # type: ignore[return-value]
+    return draw_contrast(rng, tissues, spec), draw_contrast(rng, tissues, spec)
+
+
+def _with_nuisance(contrast: Contrast, rng: np.random.Generator, spec: RandomSpec) -> Contrast:
     bias = _u(rng, "bias")
     noise = float(math.exp(rng.uniform(*np.log(RANGES["noise"]))))
     resolution = 1.0 if rng.uniform() < spec.full_resolution_fraction else _u(rng, "resolution")
     scale = float(math.exp(rng.uniform(*np.log(RANGES["scale"]))))
-    return Contrast(kind, params, bias, noise, resolution, scale)
+    return Contrast(contrast.kind, contrast.params, bias, noise, resolution, scale)
 
 
 def _draw_params(kind: str, rng: np.random.Generator, tissues: tuple[str, ...], spec: RandomSpec) -> dict:

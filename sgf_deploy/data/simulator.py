@@ -65,7 +65,7 @@ import numpy as np
 from ..errors import InputError
 from .degrade import TASKS, degrade_with_mask
 from .masks import MASK_KINDS
-from .random_contrast import DEFORM, Contrast, RandomSpec, draw_contrast, lower_resolution, tissue_signal
+from .random_contrast import DEFORM, Contrast, RandomSpec, draw_contrast_pair, lower_resolution, tissue_signal
 
 PAIRS: dict[str, tuple[str, str]] = {
     "t1-t2": ("T1w", "T2w"),
@@ -500,8 +500,7 @@ def random_contrasts(seed: int, split: str, subject: int,
     """The (reference, target) contrasts the ``random`` pair draws for one subject."""
     rng = np.random.default_rng([int(seed), _SPLIT_CODE[_check_split(split)], int(subject), _TAG_RANDOM])
     spec = (spec or RandomSpec()).validate()
-    tissues = tuple(TISSUES)
-    return draw_contrast(rng, tissues, spec), draw_contrast(rng, tissues, spec)
+    return draw_contrast_pair(rng, tuple(TISSUES), spec, fluid_t1=TISSUES["csf"][1])
 
 
 def tissue_maps(split: str, subject: int, slice_index: int, seed: int = 0,

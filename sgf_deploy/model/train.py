@@ -51,6 +51,7 @@ class TrainSettings:
     init: str | None = None  # start from this checkpoint's weights (fresh optimiser); its sha256 is recorded
     snapshot: bool = False  # at every validation also write <out stem>.snapshot.pt (resumable, steps so far)
     mix: str | None = None  # named pairs mixed into the simulator's pair, "t1-t2=0.25,..." (sgf_deploy.data.pair_mixture)
+    fluid_pairs: float = 0.0  # random pair only: fraction of its subjects drawn fluid-inverted (RandomSpec.fluid_fraction)
 
     def resolved_decay(self) -> int:
         return self.decay_every or max(1, int(self.steps * 0.4))
@@ -78,7 +79,10 @@ class BatchSource:
             from ..data import simulator
             from ..data.pair_mixture import parse_mix
 
+            from ..data.random_contrast import RandomSpec
+
             self._mix = parse_mix(settings.mix)
+            self._spec = RandomSpec(fluid_fraction=settings.fluid_pairs).validate()
             self._subjects = list(simulator.split_subjects("train"))
             self._slices = list(simulator.split_slices("train"))
 
@@ -98,7 +102,7 @@ class BatchSource:
         subject = int(rng.choice(self._subjects))
         slice_index = int(rng.choice(self._slices))
         pair = draw_pair(rng, self.s.pair, self._mix)
-        return make_example(pair, self.s.task, "train", subject, slice_index, seed=self.s.seed)
+        return make_example(pair, self.s.task, "train", subject, slice_index, seed=self.s.seed, spec=self._spec)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.s.seed, step])
@@ -176,6 +180,8 @@ def train(
     """Train and write a checkpoint to ``out``; returns its metadata."""
     if settings.mix and settings.data != "sim":
         raise SgfError(f"--mix mixes the simulator's pairs; it does not apply to --data {settings.data}")
+    if settings.fluid_pairs and (settings.data != "sim" or settings.pair != "random"):
+        raise SgfError("--fluid-pairs tilts the simulator's random pair; it needs --pair random (and no --data)")
     out = check_writable(out, overwrite)
     if settings.threads:
         torch.set_num_threads(settings.threads)

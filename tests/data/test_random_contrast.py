@@ -80,3 +80,48 @@ def test_new_named_pairs():
         assert ex.mask is None and np.isfinite(ex.target).all()
     with pytest.raises(InputError, match="random"):
         sim.make_example("t3-t9", "recon4x", "test", 20_001, z)
+
+
+def _tissue_level(contrast, tissue):
+    pd, t1, t2 = sim.TISSUES[tissue]
+    return rc.tissue_signal(contrast, pd, t1, t2, tissue, sim.signal)
+
+
+def test_fluid_pairs_invert_the_fluid_and_leave_the_default_draws_alone():
+    spec = rc.RandomSpec(fluid_fraction=1.0)
+    pairs = [sim.random_contrasts(0, "train", s, spec) for s in range(300)]
+    assert pairs == [sim.random_contrasts(0, "train", s, spec) for s in range(300)]  # deterministic
+    orders, grey_brighter = set(), []
+    for ref, tar in pairs:
+        suppressed, bright = (ref, tar) if ref.kind == "IR" else (tar, ref)
+        assert {ref.kind, tar.kind} == {"IR", "SE"}
+        orders.add(ref.kind)
+        # fluid dark (near its null) in the IR image; fluid the
+        # brightest brain tissue in the SE image
+        assert _tissue_level(suppressed, "csf") < 0.5 * _tissue_level(suppressed, "gm")
+        grey_brighter.append(_tissue_level(suppressed, "gm") > _tissue_level(suppressed, "wm"))
+        assert _tissue_level(bright, "csf") > _tissue_level(bright, "gm") > _tissue_level(bright, "wm")
+        for kind, c in (("IR", suppressed), ("SE", bright)):
+            for name in ("TR", "TE"):
+                lo, hi = rc.FLUID_RANGES[f"{kind}.{name}"]
+                assert lo <= c.params[name] <= hi
+    assert np.mean(grey_brighter) > 0.8  # mostly T2-like tissue contrast (short TE: grey ~ white)
+    assert orders == {"IR", "SE"}  # both orders: fluid-dark reference -> bright target and back
+    # fluid_fraction 0 (the default) draws exactly what the random pair drew before the option
+    assert [sim.random_contrasts(0, "train", s) for s in range(50)] == \
+        [sim.random_contrasts(0, "train", s, rc.RandomSpec(fluid_fraction=0.0)) for s in range(50)]
+    share = np.mean([r.kind in ("IR", "SE") and {r.kind, t.kind} == {"IR", "SE"} and r.params.get("TE", 0) >= 70
+                     and t.params.get("TE", 0) >= 70
+                     for r, t in (sim.random_contrasts(0, "train", s, rc.RandomSpec(fluid_fraction=0.3))
+                                  for s in range(2000))])
+    assert 0.25 < share < 0.36
+    with pytest.raises(InputError, match="fluid_fraction"):
+        rc.RandomSpec(fluid_fraction=-0.1).validate()
+
+
+def test_fluid_pairs_need_the_random_pair():
+    from sgf_deploy.errors import SgfError
+    from sgf_deploy.model.train import TrainSettings, train
+
+    with pytest.raises(SgfError, match="--fluid-pairs"):
+        train(TrainSettings(pair="t1-t2", fluid_pairs=0.3), "unused.pt")

@@ -119,6 +119,11 @@ def test_run_task_picks_default_and_h5_mask_sets_task(tmp_path, monkeypatch, old
     assert f"model:   {name}" in res.output and "fidelity:" in res.output
     assert "k-space centre" in res.output
     res = runner.invoke(cli, ["run", "--ref", str(tmp_path / "ref.npy"), "--target", str(tmp_path / "tar.npy"),
+                              "--task", "recon8x", "--register", "off", "--threads", "1",
+                              "--out", str(tmp_path / "o8.npy")])
+    assert res.exit_code == 0, res.output
+    assert "model:   lite-recon8x-mixed (trained for recon8x" in res.output and (tmp_path / "o8.npy").is_file()
+    res = runner.invoke(cli, ["run", "--ref", str(tmp_path / "ref.npy"), "--target", str(tmp_path / "tar.npy"),
                               "--task", "sr4x", "--register", "off", "--out", str(tmp_path / "o.npy")])
     assert res.exit_code == 2 and "no shipped default model for task sr4x" in res.output
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "o.npy").exists()
