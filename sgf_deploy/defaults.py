@@ -70,6 +70,9 @@ REGISTER_MIN_PIXELS = 64  # fewer foreground pixels: the slice is not registered
 # calibrated on 197x233..320x320 slices; on small images (a 32x40 test phantom: +1.76 deg on an
 # aligned pair) the estimator's scatter exceeds them. "rigid" still applies it.
 REGISTER_AUTO_MIN_SIDE = 128
+REGISTER_BESIDE_MAX_SLICES = 4  # auto on a stack this short: register beside a first inference on the
+# unregistered reference, redone only when the registration is applied (a one-slice run waited ~0.6 s
+# for a registration that is almost never applied; a long stack would waste a whole inference)
 RESAMPLE_INTERPOLATOR = "bspline"  # cubic: linear blurs the reference by ~0.8 dB of output after a 6-degree rotation
 
 # -- serving on Triton (sgf_deploy.serving) -------------------------------------------------------

@@ -5,7 +5,8 @@ code:
 
 * :func:`reconstruct_volumes` -- two read :class:`~sgf_deploy.data.volume.Volume` objects in, the
   reconstruction on the target's grid out: :func:`pair_inputs` (the reference brought onto the
-  target's grid, or refused), :func:`select_engine`, the reconstructor, in that order;
+  target's grid, or refused), :func:`select_engine`, the reconstructor, in that order (a short
+  stack with ``register auto`` registers beside a first inference: :func:`_pair_beside`);
 * :func:`run_files` -- paths in, a written output out: :func:`plan_output` (never over an input),
   :func:`read_inputs`, :func:`reconstruct_volumes`, :func:`score` against a ground truth, write.
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -147,16 +149,41 @@ def reconstruct_volumes(reference: Any, target: Any, settings: RunSettings | Non
     notice = notice or (lambda msg: None)
     warn = warn or (lambda msg: None)
     timings = Timings()
+    beside = _registers_beside(settings, target)
     with timings.stage("pair"):
-        paired = pair_inputs(reference, target, settings)
-    ref_pixels, notes = paired.reference_pixels, list(paired.notes)
-    for msg in notes:
-        notice(msg)
-    for msg in paired.warnings:
-        warn(msg)
+        paired = pair_inputs(reference, target, replace(settings, register="off") if beside else settings)
+    if not beside:
+        _say(paired, notice, warn)
     from .fidelity import guard, resolve_task
 
     task, kspace_mask = resolve_task(settings.task, target, notice)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(_timed_pair, reference, target, settings) if beside else None
+        image, selection, rec, paired = _infer(paired, pending, target, settings, task, timings, notice, warn)
+    notes = list(paired.notes)
+    with timings.stage("fidelity"):
+        fidelity = guard(image, target.data, rec, task, kspace_mask, settings.strict, warn, notice)
+    return Reconstruction(image, selection, timings, notes + paired.warnings + list(rec.notices),
+                          provenance=dict(paired.provenance), fidelity=fidelity)
+
+
+def _registers_beside(settings: RunSettings, target: Any) -> bool:
+    """``register auto`` on a stack of at most :data:`~sgf_deploy.defaults.REGISTER_BESIDE_MAX_SLICES`
+    slices: register in a thread while the engine loads and runs on the unregistered reference."""
+    shape = np.shape(target.data)
+    return settings.register == "auto" and len(shape) == 3 and shape[0] <= D.REGISTER_BESIDE_MAX_SLICES
+
+
+def _timed_pair(reference: Any, target: Any, settings: RunSettings) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return pair_inputs(reference, target, settings), time.perf_counter() - start
+
+
+def _infer(paired: Any, pending: "Future | None", target: Any, settings: RunSettings, task: str,
+           timings: Timings, notice: Echo, warn: Echo) -> tuple[np.ndarray, Selection, Any, Any]:
+    """Select the engine and reconstruct with ``paired``'s reference; with a registration
+    ``pending`` beside it, take its pairing and reconstruct again only if it moved the reference.
+    Returns (image, selection, reconstructor, the pairing used)."""
     selecting = time.perf_counter()
     selection = choose_engine(settings, notice, task)
     rec = selection.reconstructor
@@ -167,16 +194,28 @@ def reconstruct_volumes(reference: Any, target: Any, settings: RunSettings | Non
              "its output has not been shown to match the PyTorch reference")
     for msg in selection.skipped:
         notice(f"skipped {msg}")
-    image = rec(ref_pixels, target.data)
+    image = rec(paired.reference_pixels, target.data)
+    if pending is not None:
+        first = rec.timings
+        paired, seconds = pending.result()  # a refusal (--strict) raises here, before anything is written
+        timings.add("register (beside)", seconds)
+        _say(paired, notice, warn)
+        if paired.registration is not None and paired.registration.applied:
+            timings.add("inference, unregistered", sum(first.values()) - first.get("load", 0.0))
+            image = rec(paired.reference_pixels, target.data)
     for msg in rec.notices:
         notice(msg)
     timings.update(rec.timings)
     if not np.isfinite(image).all():  # never hand on NaN (Reconstructor checks too)
         raise InputError(f"{target.source}: the reconstruction is not finite; nothing was written")
-    with timings.stage("fidelity"):
-        fidelity = guard(image, target.data, rec, task, kspace_mask, settings.strict, warn, notice)
-    return Reconstruction(image, selection, timings, notes + paired.warnings + list(rec.notices),
-                          provenance=dict(paired.provenance), fidelity=fidelity)
+    return image, selection, rec, paired
+
+
+def _say(paired: Any, notice: Echo, warn: Echo) -> None:
+    for msg in paired.notes:
+        notice(msg)
+    for msg in paired.warnings:
+        warn(msg)
 
 
 def run_files(reference: str | os.PathLike, target: str | os.PathLike, settings: RunSettings | None = None, *,

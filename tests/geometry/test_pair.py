@@ -136,3 +136,18 @@ def test_slices_in_parallel_give_the_serial_estimate(monkeypatch):
     assert serial.shift_px == parallel.shift_px and serial.angle_deg == parallel.angle_deg  # seeds per slice
     assert [e.refined for e in serial.estimates] == [True, False, False, False, True]
     assert abs(serial.shift_px[0] - 3.0) < 0.5 and abs(serial.shift_px[1] - 2.0) < 0.5
+
+
+def test_one_slice_estimate_is_the_same_every_run():
+    """ITK's multi-threaded Mattes MI moved a lone slice's estimate from run to run; registration
+    runs single-threaded whatever SimpleITK's global thread count (pair._parallel)."""
+    from sgf_deploy.geometry.register import set_threads
+
+    tar = volume(stack("b", 1))
+    ref = volume(moved(stack("a", 1), [(2.3, -1.7)]))
+    set_threads(2)
+    try:
+        runs = [pair_inputs(ref, tar, PairSettings(register="rigid")).registration for _ in range(4)]
+    finally:
+        set_threads(None)
+    assert len({(r.shift_px, r.angle_deg) for r in runs}) == 1
