@@ -37,6 +37,8 @@ VARIANTS = {
     "ort+head": {"backend": "onnxruntime", "keep_fp32": "@default,@head"},
     "ov-accuracy-0.02": {"backend": "openvino", "int8_max_drop": 0.02},
     "ov-accuracy-0.01": {"backend": "openvino", "int8_max_drop": 0.01},
+    "ov-overflow-disable-accuracy-0.02": {"backend": "openvino", "overflow_fix": "disable", "int8_max_drop": 0.02},
+    "ov-overflow-disable-accuracy-0.01": {"backend": "openvino", "overflow_fix": "disable", "int8_max_drop": 0.01},
 }
 SPEED_SHAPE = (4, 1, 320, 320)
 

@@ -12,7 +12,7 @@ from .options import data_option, force_option, n_option, threads_option
 @click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
               help="exported model [the single .onnx in export/]")
 @click.option("--backend", default=D.BACKEND, show_default=True, type=click.Choice(BACKEND_CHOICES),
-              help="auto: TensorRT if installed and a GPU is present, else ONNX Runtime")
+              help="auto: TensorRT if installed and a GPU is present, else ONNX Runtime, or OpenVINO where it is installed and measured faster on this CPU")
 @click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine")
 @click.option("--fp16", "precision", flag_value="fp16", help="FP16 engine (MCNS, normalisation, attention, output head kept FP32)")
 @click.option("--int8", "precision", flag_value="int8", help="INT8 engine (explicit Q/DQ; needs a calibration set)")
