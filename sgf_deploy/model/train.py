@@ -78,7 +78,6 @@ class BatchSource:
         else:
             from ..data import simulator
             from ..data.pair_mixture import parse_mix
-
             from ..data.random_contrast import RandomSpec
 
             self._mix = parse_mix(settings.mix)
@@ -180,8 +179,11 @@ def train(
     """Train and write a checkpoint to ``out``; returns its metadata."""
     if settings.mix and settings.data != "sim":
         raise SgfError(f"--mix mixes the simulator's pairs; it does not apply to --data {settings.data}")
-    if settings.fluid_pairs and (settings.data != "sim" or settings.pair != "random"):
-        raise SgfError("--fluid-pairs tilts the simulator's random pair; it needs --pair random (and no --data)")
+    if settings.fluid_pairs:
+        from ..data.simulator import RANDOM_PAIR
+
+        if settings.data != "sim" or settings.pair != RANDOM_PAIR:
+            raise SgfError("--fluid-pairs tilts the simulator's random pair; it needs --pair random (and no --data)")
     out = check_writable(out, overwrite)
     if settings.threads:
         torch.set_num_threads(settings.threads)

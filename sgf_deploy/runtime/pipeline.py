@@ -6,7 +6,8 @@ code:
 * :func:`reconstruct_volumes` -- two read :class:`~sgf_deploy.data.volume.Volume` objects in, the
   reconstruction on the target's grid out: :func:`pair_inputs` (the reference brought onto the
   target's grid, or refused), :func:`select_engine`, the reconstructor, in that order (a short
-  stack with ``register auto`` registers beside a first inference: :func:`_pair_beside`);
+  stack with ``register auto`` registers beside a first inference: :func:`_registers_beside`,
+  :func:`_infer`);
 * :func:`run_files` -- paths in, a written output out: :func:`plan_output` (never over an input),
   :func:`read_inputs`, :func:`reconstruct_volumes`, :func:`score` against a ground truth, write.
 
@@ -159,19 +160,18 @@ def reconstruct_volumes(reference: Any, target: Any, settings: RunSettings | Non
     task, kspace_mask = resolve_task(settings.task, target, notice)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(_timed_pair, reference, target, settings) if beside else None
-        image, selection, rec, paired = _infer(paired, pending, target, settings, task, timings, notice, warn)
-    notes = list(paired.notes)
+        image, selection, paired = _infer(paired, pending, target, settings, task, timings, notice, warn)
+    rec = selection.reconstructor
     with timings.stage("fidelity"):
         fidelity = guard(image, target.data, rec, task, kspace_mask, settings.strict, warn, notice)
-    return Reconstruction(image, selection, timings, notes + paired.warnings + list(rec.notices),
+    return Reconstruction(image, selection, timings, list(paired.notes) + paired.warnings + list(rec.notices),
                           provenance=dict(paired.provenance), fidelity=fidelity)
 
 
 def _registers_beside(settings: RunSettings, target: Any) -> bool:
     """``register auto`` on a stack of at most :data:`~sgf_deploy.defaults.REGISTER_BESIDE_MAX_SLICES`
     slices: register in a thread while the engine loads and runs on the unregistered reference."""
-    shape = np.shape(target.data)
-    return settings.register == "auto" and len(shape) == 3 and shape[0] <= D.REGISTER_BESIDE_MAX_SLICES
+    return settings.register == "auto" and target.shape[0] <= D.REGISTER_BESIDE_MAX_SLICES
 
 
 def _timed_pair(reference: Any, target: Any, settings: RunSettings) -> tuple[Any, float]:
@@ -180,10 +180,10 @@ def _timed_pair(reference: Any, target: Any, settings: RunSettings) -> tuple[Any
 
 
 def _infer(paired: Any, pending: "Future | None", target: Any, settings: RunSettings, task: str,
-           timings: Timings, notice: Echo, warn: Echo) -> tuple[np.ndarray, Selection, Any, Any]:
+           timings: Timings, notice: Echo, warn: Echo) -> tuple[np.ndarray, Selection, Any]:
     """Select the engine and reconstruct with ``paired``'s reference; with a registration
     ``pending`` beside it, take its pairing and reconstruct again only if it moved the reference.
-    Returns (image, selection, reconstructor, the pairing used)."""
+    Returns (image, selection, the pairing used)."""
     selecting = time.perf_counter()
     selection = choose_engine(settings, notice, task)
     rec = selection.reconstructor
@@ -208,7 +208,7 @@ def _infer(paired: Any, pending: "Future | None", target: Any, settings: RunSett
     timings.update(rec.timings)
     if not np.isfinite(image).all():  # never hand on NaN (Reconstructor checks too)
         raise InputError(f"{target.source}: the reconstruction is not finite; nothing was written")
-    return image, selection, rec, paired
+    return image, selection, paired
 
 
 def _say(paired: Any, notice: Echo, warn: Echo) -> None:
