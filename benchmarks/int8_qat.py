@@ -15,13 +15,16 @@ this non-VNNI CPU); the conv's input activation per tensor, asymmetric uint8, ra
 batch min/max. Straight-through gradients (torch.fake_quantize_*). After training the hooks are
 removed and plain FP32 weights are saved: the deployed INT8 is built by the normal path.
 """
-import argparse, json, sys, time
-import numpy as np
+import argparse
+import sys
+import time
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as P
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sgf_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from sgf_deploy.model.train import BatchSource, TrainSettings, evaluate_arrays, validation_set

@@ -62,9 +62,8 @@ REGISTER_REFINE_SLICES = 12  # a stack refines this many of its slices (evenly s
 # ... and takes the median of those: the refinement is ~2/3 of a slice's time, and the pyramid's
 # estimates (every slice) suffice to find the slices that disagree
 REGISTER_REFINE_BINS = 64  # last stage: full resolution, every pixel
-REGISTER_REFINE_STEP_MM = 1.0  # first step and ...
-REGISTER_REFINE_MIN_STEP_MM = 0.005  # ... last step of the refinement on slices smaller than REGISTER_AUTO_MIN_SIDE;
-REGISTER_REFINE_STEP_LARGE_MM = (0.5, 0.02)  # ... on larger ones: 18 iterations instead of 27 per slice and as
+REGISTER_REFINE_STEPS_MM = (1.0, 0.005)  # the refinement's first and last step on slices under REGISTER_AUTO_MIN_SIDE
+REGISTER_REFINE_STEPS_LARGE_MM = (0.5, 0.02)  # ... on larger ones: 18 iterations instead of 27 per slice and as
 # accurate there (benchmarks/README.md, "One-slice `run` under 1 s"); a small image's coarse pyramid
 # leaves more than 0.5 mm to correct (96x96 phantom: 7 deg came out 7.52 with it, 6.92 without)
 REGISTER_REFINE_SAMPLING = 1.0  # fraction of pixels (regular grid) the last stage uses

@@ -36,7 +36,7 @@ import numpy as np
 from .. import defaults as D
 from ..errors import InputError
 from .grid import Grid, grid_of, index_map, overlap_fraction, same_grid, supersampling
-from .register import SliceEstimate, refine_slice, register_slice, rigid_index_matrix, set_threads
+from .register import SliceEstimate, calibrated_size, refine_slice, register_slice, rigid_index_matrix, set_threads
 from .resample import effective_interpolator, resample
 
 
@@ -72,7 +72,7 @@ class Registration:
         dx, dy = self.shift_px
         per = self.seconds / max(1, self.registered)
         threshold = f"{D.REGISTER_AUTO_SHIFT_PX:g} px / {D.REGISTER_AUTO_ANGLE_DEG:g} deg"
-        small = self.mode == "auto" and min(self.shape) < D.REGISTER_AUTO_MIN_SIDE
+        small = self.mode == "auto" and not calibrated_size(self.shape)
         verdict = "applied" if self.applied else (
             f"not applied (slices smaller than {D.REGISTER_AUTO_MIN_SIDE} px: too small for a reliable automatic "
             "estimate; --register rigid applies it)" if small else
@@ -243,7 +243,7 @@ def _register(ref_on: np.ndarray, target: Any, g_t: Grid, mode: str, force: bool
     metric_before = float(np.mean([e.metric_before for e in valid]))
     metric_after = float(np.mean([e.metric_after for e in valid]))
     above = math.hypot(mx, my) > D.REGISTER_AUTO_SHIFT_PX or abs(ma) > D.REGISTER_AUTO_ANGLE_DEG
-    large_enough = min(target.shape[1:]) >= D.REGISTER_AUTO_MIN_SIDE
+    large_enough = calibrated_size(target.shape[1:])
     applied = mode == "rigid" or force or (above and large_enough)
     maps = [rigid_index_matrix((mx, my), ma, estimates[0].center_px, (sr, sc))] * n
     reg = Registration(mode, applied, (mx, my), ma, len(valid), n, time.perf_counter() - t0,

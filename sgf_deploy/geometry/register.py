@@ -99,6 +99,12 @@ def _nothing_to_register(fixed: np.ndarray, moving: np.ndarray) -> str | None:
     return None
 
 
+def calibrated_size(shape: tuple[int, ...]) -> bool:
+    """Whether a slice of ``shape`` (H, W) is at least ``REGISTER_AUTO_MIN_SIDE`` a side: the sizes
+    that ``auto``'s thresholds and the refinement's short steps were measured on."""
+    return min(shape) >= D.REGISTER_AUTO_MIN_SIDE
+
+
 def register_slice(fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0), *,
                    seed: int = 0, refine: bool = True) -> SliceEstimate:
     """Estimate the rigid motion of ``moving`` (the reference slice, (H, W)) relative to ``fixed``
@@ -143,7 +149,7 @@ def refine_slice(fixed: np.ndarray, moving: np.ndarray, estimate: SliceEstimate)
     spacing, center = estimate.spacing, estimate.center_px
     f_img, m_img = _image2d(sitk, fixed, spacing), _image2d(sitk, moving, spacing)
     coarse = _transform(sitk, estimate.shift_px, estimate.angle_deg, center, spacing)
-    fine = _refinement(sitk, min(fixed.shape) >= D.REGISTER_AUTO_MIN_SIDE)
+    fine = _refinement(sitk, calibrated_size(fixed.shape))
     fine.SetInitialTransform(sitk.Euler2DTransform(coarse), inPlace=False)
     try:
         final = _euler(sitk, fine.Execute(f_img, m_img))
@@ -207,8 +213,9 @@ def _refinement(sitk, large: bool):  # noqa: ANN001, ANN202
     """The last stage: full resolution, every pixel, finer histogram, short steps. The pyramid's
     random samples leave ~0.2 px of jitter; this takes it to ~0.1 px against a 4x zero-filled
     target (measured on the simulator's validation split). ``large`` (both sides at least
-    ``REGISTER_AUTO_MIN_SIDE``): shorter first and last steps, measured as accurate there."""
-    first, last = D.REGISTER_REFINE_STEP_LARGE_MM if large else (D.REGISTER_REFINE_STEP_MM, D.REGISTER_REFINE_MIN_STEP_MM)
+    ``REGISTER_AUTO_MIN_SIDE``, :func:`calibrated_size`): shorter first and last steps, measured
+    as accurate there."""
+    first, last = D.REGISTER_REFINE_STEPS_LARGE_MM if large else D.REGISTER_REFINE_STEPS_MM
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=D.REGISTER_REFINE_BINS)
     if D.REGISTER_REFINE_SAMPLING < 1.0:
